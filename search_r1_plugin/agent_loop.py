@@ -1,0 +1,97 @@
+"""verl agent loop ``search_r1``: the Search-R1 rollout inside stock verl.
+
+Select it with ``actor_rollout_ref.rollout.agent.default_agent_loop=search_r1``
+(our presets do) or a dataset column ``agent_name=search_r1``. verl makes one
+instance per trajectory, so ``__init__`` only reads settings; the retrieval
+client and the observation tokens are cached per process.
+
+Settings come from the trainer config's ``search_r1:`` block (see
+:class:`~search_r1_plugin.config.SearchR1Config`); kwargs given in an
+agent-loop YAML (``rollout.agent.agent_loop_config_path``) override them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from uuid import uuid4
+
+from omegaconf import OmegaConf
+from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetrics, AgentLoopOutput, register
+from verl.utils.profiler import simple_timer
+
+from search_r1_plugin.config import SearchR1Config
+from search_r1_plugin.protocol import STOP_STRINGS
+from search_r1_plugin.retrieval_client import client_from_config
+from search_r1_plugin.rollout import ObservationEncoder, run_trajectory
+
+logger = logging.getLogger(__name__)
+
+_CONFIG_FIELDS = set(SearchR1Config.__dataclass_fields__)
+_ENCODERS: dict[int, ObservationEncoder] = {}
+
+
+def _observation_encoder(tokenizer: Any) -> ObservationEncoder:
+    enc = _ENCODERS.get(id(tokenizer))
+    if enc is None or enc.tokenizer is not tokenizer:
+        enc = _ENCODERS[id(tokenizer)] = ObservationEncoder(tokenizer)
+    return enc
+
+
+def config_from_trainer(trainer_config: Any, **overrides: Any) -> SearchR1Config:
+    """``search_r1:`` block of the trainer config (absent → paper defaults) + agent-loop kwargs."""
+    block = trainer_config.get("search_r1") if trainer_config is not None else None
+    values = OmegaConf.to_container(block, resolve=True) if block is not None else {}
+    return SearchR1Config.from_mapping(values, **overrides)
+
+
+@register("search_r1")
+class SearchR1AgentLoop(AgentLoopBase):
+    """Multi-turn think/search/answer rollout with retrieved tokens masked out of the loss."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in _CONFIG_FIELDS}
+        super().__init__(*args, **kwargs)
+        self.search_config = config_from_trainer(self.config, **overrides)
+        self.response_length = int(self.rollout_config.response_length)
+        self.retriever = client_from_config(self.search_config)
+
+    async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> AgentLoopOutput:
+        messages = list(kwargs["raw_prompt"])
+        prompt_ids = await self.ct_build_initial_tokens(messages)
+        request_id = uuid4().hex  # one id per trajectory: sticky routing to the same vLLM replica
+        timing: dict[str, float] = {}
+
+        async def generate(context_ids: list[int], max_tokens: int):
+            params = dict(sampling_params)
+            params.update(max_tokens=max_tokens, stop=list(STOP_STRINGS), include_stop_str_in_output=True)
+            with simple_timer("generate_sequences", timing):
+                out = await self.server_manager.generate(
+                    request_id=request_id, prompt_ids=context_ids, sampling_params=params
+                )
+            return out.token_ids, out.log_probs
+
+        traj = await run_trajectory(
+            prompt_ids,
+            generate,
+            self.retriever.search,
+            self.tokenizer,
+            self.search_config,
+            self.response_length,
+            obs_encoder=_observation_encoder(self.tokenizer),
+        )
+        stats = traj.metrics()
+        metrics = AgentLoopMetrics(
+            generate_sequences=timing.get("generate_sequences", 0.0),
+            tool_calls=traj.retrieval_seconds,
+        )
+        return AgentLoopOutput(
+            prompt_ids=prompt_ids,
+            response_ids=traj.response_ids,
+            response_mask=traj.response_mask,
+            response_logprobs=traj.response_logprobs if traj.has_logprobs else None,
+            num_turns=2 * traj.turns,
+            metrics=metrics,
+            # extra_fields reach compute_score's extra_info, which returns them to verl's logger.
+            extra_fields={"search_r1": stats, "turn_scores": [], "tool_rewards": []},
+        )

@@ -1,0 +1,86 @@
+"""Typed settings of the Search-R1 rollout, with the paper's values as defaults.
+
+They live in a namespaced ``search_r1:`` block of the trainer's Hydra config
+(declared by our presets), so ``search_r1.topk=5`` works on the ``main_ppo``
+command line; init kwargs of an agent-loop YAML override them. Every value is
+checked once, at construction, and a bad one raises with the key named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+DEFAULT_RETRIEVER_URL = "http://127.0.0.1:8000/retrieve"
+
+
+class ConfigError(ValueError):
+    """A Search-R1 setting is invalid; the message names the ``search_r1.<key>``."""
+
+
+@dataclass(frozen=True)
+class SearchR1Config:
+    """Rollout settings (defaults = Search-R1 paper).
+
+    retriever_url          POST endpoint speaking the Search-R1 ``/retrieve`` wire format.
+    topk                   documents per search (paper: 3).
+    max_turns              turns that may search; one final turn without retrieval follows (paper: 4).
+    max_turn_tokens        generation cap per turn (paper: 500).
+    max_obs_length         token cap of one injected ``<information>`` block (paper: 500).
+    mask_retrieved_tokens  loss mask 0 on injected tokens; ``false`` is the paper's no-masking ablation.
+    retrieval_timeout_s    per HTTP attempt.
+    retrieval_retries      attempts after the first before the rollout fails loudly.
+    retrieval_backoff_s    first retry delay, doubled each attempt.
+    retrieval_max_batch    most queries coalesced into one request.
+    retrieval_max_wait_ms  how long a query may wait for others to join its batch.
+    retrieval_cache_size   in-process LRU cache of (query, topk) → documents; 0 disables.
+    retrieval_api_key      bearer token for a server started with ``--api-key``.
+    """
+
+    retriever_url: str = DEFAULT_RETRIEVER_URL
+    topk: int = 3
+    max_turns: int = 4
+    max_turn_tokens: int = 500
+    max_obs_length: int = 500
+    mask_retrieved_tokens: bool = True
+    retrieval_timeout_s: float = 30.0
+    retrieval_retries: int = 5
+    retrieval_backoff_s: float = 0.5
+    retrieval_max_batch: int = 512
+    retrieval_max_wait_ms: float = 5.0
+    retrieval_cache_size: int = 0
+    retrieval_api_key: str | None = None
+
+    def __post_init__(self) -> None:
+        positive = ("topk", "max_turn_tokens", "max_obs_length", "retrieval_timeout_s", "retrieval_max_batch")
+        non_negative = ("max_turns", "retrieval_retries", "retrieval_backoff_s", "retrieval_max_wait_ms",
+                        "retrieval_cache_size")
+        for name in positive + non_negative:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"search_r1.{name} must be a number, got {value!r}")
+            if name in positive and value <= 0:
+                raise ConfigError(f"search_r1.{name} must be > 0, got {value!r}")
+            if value < 0:
+                raise ConfigError(f"search_r1.{name} must be >= 0, got {value!r}")
+        if not isinstance(self.mask_retrieved_tokens, bool):
+            raise ConfigError(f"search_r1.mask_retrieved_tokens must be true or false, got {self.mask_retrieved_tokens!r}")
+        if not isinstance(self.retriever_url, str) or not self.retriever_url.startswith(("http://", "https://")):
+            raise ConfigError(f"search_r1.retriever_url must be an http(s) URL, got {self.retriever_url!r}")
+        # The observation must at least hold "<information></information>" plus one token.
+        if self.max_obs_length < 8:
+            raise ConfigError(f"search_r1.max_obs_length must be >= 8 tokens, got {self.max_obs_length}")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None, **overrides: Any) -> "SearchR1Config":
+        """Build from a (DictConfig) mapping; unknown keys are an error, not silently ignored."""
+        merged = dict(values or {})
+        merged.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(merged) - known)
+        if unknown:
+            raise ConfigError(f"unknown search_r1 key(s) {unknown}; known: {sorted(known)}")
+        return cls(**merged)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,126 @@
+"""The Search-R1 text protocol: prompt, action parsing, observation formatting.
+
+This is the single home of everything the model sees or emits as text. Training
+(the verl agent loop), evaluation and the demo all import it, so the three can
+never drift apart. Behaviour follows the original Search-R1 repository exactly
+(``search_r1/llm_agent/generation.py`` and ``scripts/data_process/nq_search.py``):
+
+* one user message built from :data:`PROMPT_TEMPLATE`;
+* a turn is cut after the first ``</search>`` or ``</answer>``;
+* the first ``<(search|answer)>(.*?)</\\1>`` match (DOTALL, stripped) is the action;
+* a search appends ``\\n\\n<information>{docs}</information>\\n\\n`` where docs is the
+  original ``Doc {i}(Title: {title}) {text}\\n`` listing, stripped;
+* anything else appends :data:`INVALID_ACTION_MESSAGE`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+PROMPT_TEMPLATE = (
+    "Answer the given question. "
+    "You must conduct reasoning inside <think> and </think> first every time you get new information. "
+    "After reasoning, if you find you lack some knowledge, you can call a search engine by <search> query </search> "
+    "and it will return the top searched results between <information> and </information>. "
+    "You can search as many times as your want. "
+    "If you find no further external knowledge needed, you can directly provide the answer inside <answer> and </answer>, "
+    "without detailed illustrations. For example, <answer> Beijing </answer>. Question: {question}\n"
+)
+
+SEARCH_STOP = "</search>"
+ANSWER_STOP = "</answer>"
+STOP_STRINGS = (SEARCH_STOP, ANSWER_STOP)
+
+INFO_OPEN = "\n\n<information>"
+INFO_CLOSE = "</information>\n\n"
+
+INVALID_ACTION_MESSAGE = (
+    "\nMy previous action is invalid. "
+    "If I want to search, I should put the query between <search> and </search>. "
+    "If I want to give the final answer, I should put the answer between <answer> and </answer>. "
+    "Let me try again.\n"
+)
+
+_ACTION_RE = re.compile(r"<(search|answer)>(.*?)</\1>", re.DOTALL)
+_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+
+def normalize_question(question: str) -> str:
+    """Strip the question and append ``?`` if missing, as the original data prep did."""
+    question = question.strip()
+    if not question:
+        raise ValueError("empty question")
+    if question[-1] != "?":
+        question += "?"
+    return question
+
+
+def make_prompt(question: str) -> str:
+    """The user message of the Search-R1 prompt (same for base and instruct models)."""
+    return PROMPT_TEMPLATE.format(question=normalize_question(question))
+
+
+def make_messages(question: str) -> list[dict[str, str]]:
+    """Chat messages as stored in the training parquet's ``prompt`` column."""
+    return [{"role": "user", "content": make_prompt(question)}]
+
+
+@dataclass(frozen=True)
+class Action:
+    """What the model asked for in one turn: ``kind`` is "search", "answer" or None (invalid)."""
+
+    kind: str | None
+    content: str = ""
+
+    @property
+    def is_valid(self) -> bool:
+        return self.kind is not None
+
+
+def parse_action(text: str) -> Action:
+    """First ``<search>``/``<answer>`` block of a turn, exactly like the original parser."""
+    match = _ACTION_RE.search(text)
+    if match is None:
+        return Action(None, "")
+    return Action(match.group(1), match.group(2).strip())
+
+
+def extract_answer(response: str) -> str | None:
+    """Content of the *last* ``<answer>`` block of a response (the scored answer), or None."""
+    matches = _ANSWER_RE.findall(response)
+    if not matches:
+        return None
+    return matches[-1].strip()
+
+
+def first_stop_end(text: str, stops: Iterable[str] = STOP_STRINGS) -> int | None:
+    """Character index just past the earliest stop string in ``text``, or None."""
+    ends = [i + len(s) for s in stops if (i := text.find(s)) >= 0]
+    return min(ends) if ends else None
+
+
+def _document_contents(item: Mapping[str, Any]) -> str:
+    # return_scores=true gives {"document": {...}, "score": x}; false gives the document itself.
+    doc = item.get("document", item)
+    contents = doc.get("contents")
+    if contents is None:  # some corpora store title/text separately
+        contents = f"\"{doc.get('title', '')}\"\n{doc.get('text', '')}"
+    return str(contents)
+
+
+def format_docs(results: Sequence[Mapping[str, Any]]) -> str:
+    """The original ``_passages2string``: ``Doc {i}(Title: {title}) {text}\\n`` per document."""
+    out = []
+    for idx, item in enumerate(results):
+        content = _document_contents(item)
+        lines = content.split("\n")
+        title, text = lines[0], "\n".join(lines[1:])
+        out.append(f"Doc {idx + 1}(Title: {title}) {text}\n")
+    return "".join(out)
+
+
+def format_observation(results: Sequence[Mapping[str, Any]]) -> str:
+    """The text injected after a search (the original strips the docs listing)."""
+    return f"{INFO_OPEN}{format_docs(results).strip()}{INFO_CLOSE}"

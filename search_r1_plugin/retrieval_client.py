@@ -1,0 +1,200 @@
+"""Async client of a Search-R1 ``/retrieve`` server, shared by all trajectories of a process.
+
+Trajectories call :meth:`RetrievalClient.search` one query at a time; the client
+coalesces the queries that arrive within ``max_wait_ms`` (up to ``max_batch``)
+into one HTTP request, so hundreds of concurrent rollouts make a handful of
+requests. Each request has a timeout and is retried with exponential backoff;
+when the budget is spent the waiting trajectories get :class:`RetrievalError`
+naming the URL, never an empty ``<information>``. An optional LRU cache keyed
+by (query, topk) skips the network for repeated queries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+logger = logging.getLogger(__name__)
+
+
+class RetrievalError(RuntimeError):
+    """The retrieval server could not answer within the retry budget."""
+
+
+@dataclass
+class ClientStats:
+    requests: int = 0
+    queries: int = 0
+    retries: int = 0
+    cache_hits: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+
+
+class RetrievalClient:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = 30.0,
+        retries: int = 5,
+        backoff_s: float = 0.5,
+        max_batch: int = 512,
+        max_wait_ms: float = 5.0,
+        cache_size: int = 0,
+        api_key: str | None = None,
+    ) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.cache_size = cache_size
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.stats = ClientStats()
+        self._cache: OrderedDict[tuple[str, int], list[dict[str, Any]]] = OrderedDict()
+        self._pending: dict[int, list[tuple[str, asyncio.Future]]] = {}
+        self._flushers: dict[int, asyncio.Task] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ---- public API -------------------------------------------------------------------------
+    async def search(self, query: str, topk: int) -> list[dict[str, Any]]:
+        """Documents for one query, as the server returns them (``{"document", "score"}``)."""
+        key = (query, topk)
+        if self.cache_size and key in self._cache:
+            self._cache.move_to_end(key)
+            self.stats.cache_hits += 1
+            return self._cache[key]
+        fut = asyncio.get_running_loop().create_future()
+        bucket = self._pending.setdefault(topk, [])
+        bucket.append((query, fut))
+        if len(bucket) >= self.max_batch:
+            self._start_flush(topk, immediate=True)
+        elif topk not in self._flushers:
+            self._start_flush(topk, immediate=False)
+        result = await fut
+        if self.cache_size:
+            self._cache[key] = result
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return result
+
+    async def search_batch(self, queries: list[str], topk: int) -> list[list[dict[str, Any]]]:
+        """One request for many queries (the original trainer's pattern), with retries."""
+        return await self._post_with_retries(queries, topk)
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    # ---- batching ---------------------------------------------------------------------------
+    def _start_flush(self, topk: int, immediate: bool) -> None:
+        task = self._flushers.pop(topk, None)
+        if immediate and task is not None:
+            task.cancel()
+        self._flushers[topk] = asyncio.get_running_loop().create_task(self._flush_after(topk, 0 if immediate else self.max_wait_s))
+
+    async def _flush_after(self, topk: int, delay: float) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+        self._flushers.pop(topk, None)
+        batch = self._pending.pop(topk, [])
+        while batch:
+            chunk, batch = batch[: self.max_batch], batch[self.max_batch :]
+            asyncio.get_running_loop().create_task(self._send(chunk, topk))
+
+    async def _send(self, chunk: list[tuple[str, asyncio.Future]], topk: int) -> None:
+        # Deduplicate inside the batch: identical queries cost one slot.
+        unique = list(dict.fromkeys(q for q, _ in chunk))
+        try:
+            results = await self._post_with_retries(unique, topk)
+        except Exception as exc:  # propagate to every waiting trajectory
+            for _, fut in chunk:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        by_query = dict(zip(unique, results))
+        for query, fut in chunk:
+            if not fut.done():
+                fut.set_result(by_query[query])
+
+    # ---- HTTP -------------------------------------------------------------------------------
+    def _get_session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                connector=aiohttp.TCPConnector(limit=64),
+                headers=self.headers,
+            )
+            self._loop = loop
+        return self._session
+
+    async def _post_with_retries(self, queries: list[str], topk: int) -> list[list[dict[str, Any]]]:
+        payload = {"queries": queries, "topk": topk, "return_scores": True}
+        last_error: BaseException | None = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.stats.retries += 1
+                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
+            try:
+                async with self._get_session().post(self.url, json=payload) as resp:
+                    if resp.status >= 400:
+                        body = (await resp.text())[:500]
+                        if 400 <= resp.status < 500 and resp.status not in (408, 429):
+                            # The request itself is wrong: retrying cannot help.
+                            raise RetrievalError(f"retrieval server {self.url} rejected the request "
+                                                 f"(HTTP {resp.status}): {body}")
+                        raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status, message=body)
+                    data = await resp.json()
+                result = data["result"]
+                if len(result) != len(queries):
+                    raise RetrievalError(f"retrieval server {self.url} returned {len(result)} results for "
+                                         f"{len(queries)} queries")
+                self.stats.requests += 1
+                self.stats.queries += len(queries)
+                self.stats.batch_sizes.append(len(queries))
+                return result
+            except RetrievalError:
+                raise
+            except (aiohttp.ClientError, asyncio.TimeoutError, KeyError, ValueError) as exc:
+                last_error = exc
+                logger.warning("retrieval attempt %d/%d to %s failed: %r", attempt + 1, self.retries + 1, self.url, exc)
+        raise RetrievalError(
+            f"retrieval server {self.url} unreachable after {self.retries + 1} attempts "
+            f"(last error: {last_error!r}); is it running? start it with `search-r1-retriever serve`"
+        )
+
+
+_CLIENTS: dict[tuple, RetrievalClient] = {}
+
+
+def shared_client(url: str, **settings: Any) -> RetrievalClient:
+    """One client per (url, settings) per process, so all trajectories of a worker batch together."""
+    key = (url, tuple(sorted(settings.items())))
+    client = _CLIENTS.get(key)
+    if client is None:
+        client = _CLIENTS[key] = RetrievalClient(url, **settings)
+    return client
+
+
+def client_from_config(cfg: Any) -> RetrievalClient:
+    """The shared client for a :class:`~search_r1_plugin.config.SearchR1Config`."""
+    return shared_client(
+        cfg.retriever_url,
+        timeout_s=cfg.retrieval_timeout_s,
+        retries=cfg.retrieval_retries,
+        backoff_s=cfg.retrieval_backoff_s,
+        max_batch=cfg.retrieval_max_batch,
+        max_wait_ms=cfg.retrieval_max_wait_ms,
+        cache_size=cfg.retrieval_cache_size,
+        api_key=cfg.retrieval_api_key,
+    )
+

@@ -1,0 +1,15 @@
+"""Entry point loaded by ``import verl`` (group ``verl.plugins``): registers our pieces.
+
+verl swallows plugin import errors at DEBUG level, so this module keeps its
+imports few and ``search-r1 doctor`` re-imports it to surface any failure.
+
+Registered:
+* agent loop ``search_r1`` (:mod:`search_r1_plugin.agent_loop`).
+The reward is not registered but referenced as
+``reward.custom_reward_function.path=pkg://search_r1_plugin.reward``; state
+masking needs no hook on verl 0.9.1 (see ``docs/masking.md``).
+"""
+
+from search_r1_plugin import agent_loop  # noqa: F401  (registers "search_r1")
+
+AGENT_LOOP_NAME = "search_r1"
