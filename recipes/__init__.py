@@ -1,0 +1,1 @@
+"""Recipes: data preparation, training launchers, evaluation and the sample world."""

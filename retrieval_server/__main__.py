@@ -1,0 +1,3 @@
+from retrieval_server.cli import main
+
+main()

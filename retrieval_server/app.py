@@ -1,0 +1,168 @@
+"""FastAPI app: ``POST /retrieve`` (Search-R1 wire format), ``GET /health``, ``GET /metrics``.
+
+The pydantic models below are the contract. ``return_scores=true`` gives
+``{"result": [[{"document": {"id", "contents"}, "score": s}, …] per query]}``;
+``false`` gives the documents themselves (the original server crashed on it).
+Heavy state (encoder, index, corpus) loads in a background thread after the
+port opens: ``/health`` answers 503 ``loading`` until it is ready, then 200.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+from retrieval_server.batcher import MicroBatcher
+from retrieval_server.metrics import ServerMetrics
+
+logger = logging.getLogger(__name__)
+
+
+class RetrieveRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    queries: list[StrictStr] = Field(..., description="queries, searched independently")
+    topk: Optional[StrictInt] = Field(None, description="documents per query; server default when null")
+    return_scores: StrictBool = Field(False, description="wrap each document as {document, score}")
+
+
+class Document(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    contents: str
+
+
+class ScoredDocument(BaseModel):
+    document: Document
+    score: float
+
+
+class RetrieveResponse(BaseModel):
+    result: list[list[ScoredDocument]] | list[list[Document]]
+
+
+@dataclass
+class Limits:
+    default_topk: int = 3
+    max_topk: int = 100
+    max_queries: int = 1024
+    max_query_chars: int = 4096
+
+
+@dataclass
+class Backend:
+    """What the loader returns: ``search(queries, k) -> (scores, ids)`` and ``document(i) -> dict``."""
+
+    search: Callable
+    document: Callable[[int], dict[str, Any]]
+    size: int
+    description: str
+
+
+def create_app(
+    loader: Callable[[], Backend],
+    *,
+    limits: Limits | None = None,
+    api_key: str | None = None,
+    max_batch: int = 512,
+    max_wait_ms: float = 2.0,
+    batching: bool = True,
+) -> FastAPI:
+    limits = limits or Limits()
+    metrics = ServerMetrics()
+    state: dict[str, Any] = {"status": "loading", "backend": None, "batcher": None, "error": None}
+
+    async def load() -> None:
+        try:
+            backend = await asyncio.get_running_loop().run_in_executor(None, loader)
+        except Exception as exc:  # report on /health rather than dying silently
+            logger.exception("loading the retriever failed")
+            state.update(status="failed", error=repr(exc))
+            return
+        batcher = MicroBatcher(backend.search, max_batch=max_batch, max_wait_ms=max_wait_ms, batching=batching,
+                               on_batch=metrics.observe_batch)
+        batcher.start()
+        state.update(status="ready", backend=backend, batcher=batcher)
+        logger.info("retriever ready: %s", backend.description)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        task = asyncio.get_running_loop().create_task(load())
+        yield
+        task.cancel()
+        if state["batcher"] is not None:
+            await state["batcher"].stop()
+
+    app = FastAPI(title="Search-R1 retrieval server", lifespan=lifespan)
+
+    def check_auth(request: Request) -> None:
+        if api_key is None:
+            return
+        header = request.headers.get("authorization", "")
+        token = header[7:] if header.lower().startswith("bearer ") else ""
+        if not hmac.compare_digest(token.encode(), api_key.encode()):
+            raise HTTPException(status_code=401, detail="missing or wrong bearer token (Authorization: Bearer <key>)")
+
+    def reject(field: str, message: str) -> HTTPException:
+        metrics.rejected += 1
+        return HTTPException(status_code=422, detail=[{"loc": ["body", field], "msg": message}])
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        backend = state["backend"]
+        body = {"status": state["status"]}
+        if backend is not None:
+            body.update(documents=backend.size, retriever=backend.description)
+        if state["error"]:
+            body["error"] = state["error"]
+        return JSONResponse(body, status_code=200 if state["status"] == "ready" else 503)
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def prometheus() -> str:
+        return metrics.render()
+
+    @app.post("/retrieve", response_model=None, responses={200: {"model": RetrieveResponse}})
+    async def retrieve(req: RetrieveRequest, request: Request) -> JSONResponse:
+        check_auth(request)
+        if state["status"] != "ready":
+            raise HTTPException(status_code=503, detail=f"retriever is {state['status']}")
+        if not req.queries:
+            raise reject("queries", "must hold at least one query")
+        if len(req.queries) > limits.max_queries:
+            raise reject("queries", f"at most {limits.max_queries} queries per request, got {len(req.queries)}")
+        for i, q in enumerate(req.queries):
+            if len(q) > limits.max_query_chars:
+                raise reject("queries", f"query {i} has {len(q)} characters; the limit is {limits.max_query_chars}")
+        k = limits.default_topk if req.topk is None else req.topk
+        if not 1 <= k <= limits.max_topk:
+            raise reject("topk", f"must be between 1 and {limits.max_topk}, got {k}")
+        t0 = time.perf_counter()
+        try:
+            scores, ids = await state["batcher"].submit(list(req.queries), k)
+        except Exception as exc:
+            metrics.errors += 1
+            logger.exception("retrieval failed")
+            raise HTTPException(status_code=500, detail=f"retrieval failed: {exc!r}")
+        backend: Backend = state["backend"]
+        result = []
+        for row_scores, row_ids in zip(scores, ids):
+            docs = []
+            for s, i in zip(row_scores.tolist(), row_ids.tolist()):
+                if i < 0:  # fewer hits than asked: never map -1 to a real passage
+                    continue
+                doc = backend.document(int(i))
+                docs.append({"document": doc, "score": float(s)} if req.return_scores else doc)
+            result.append(docs)
+        metrics.observe_request(len(req.queries), time.perf_counter() - t0)
+        return JSONResponse({"result": result})
+
+    return app

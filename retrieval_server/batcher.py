@@ -1,0 +1,101 @@
+"""Dynamic micro-batching: queries from concurrent requests share one encode + one search.
+
+Requests put their queries on a queue and await futures. One asyncio task drains
+the queue, waiting at most ``max_wait_ms`` for a batch to fill up to
+``max_batch`` queries, deduplicates them, and hands the batch to a single worker
+thread (FAISS on GPU is not thread-safe; one owner thread is also what keeps
+BLAS from oversubscribing the cores). The event loop never blocks on encoding
+or search, so ``/health`` and ``/metrics`` answer during heavy load.
+
+``max_batch=1``-style behaviour of the original server is available as
+``batching=False``: each request is encoded and searched on its own (still on
+the one worker thread), which is the baseline of ``benchmarks/server_throughput.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+SearchFn = Callable[[list[str], int], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class _Item:
+    queries: list[str]
+    k: int
+    future: asyncio.Future
+
+
+class MicroBatcher:
+    def __init__(self, search: SearchFn, *, max_batch: int = 512, max_wait_ms: float = 2.0, batching: bool = True,
+                 on_batch: Callable[[int, float], None] | None = None) -> None:
+        self.search = search
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.batching = batching
+        self.on_batch = on_batch or (lambda size, seconds: None)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrieval")
+        self.queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def submit(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and ids (``len(queries) × k``) for one request's queries."""
+        fut = asyncio.get_running_loop().create_future()
+        await self.queue.put(_Item(queries, k, fut))
+        return await fut
+
+    async def _collect(self) -> list[_Item]:
+        items = [await self.queue.get()]
+        if not self.batching:
+            return items
+        n = len(items[0].queries)
+        deadline = time.perf_counter() + self.max_wait_s
+        while n < self.max_batch:
+            timeout = deadline - time.perf_counter()
+            try:
+                item = self.queue.get_nowait() if timeout <= 0 else await asyncio.wait_for(self.queue.get(), timeout)
+            except (asyncio.QueueEmpty, asyncio.TimeoutError):
+                break
+            items.append(item)
+            n += len(item.queries)
+        return items
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            items = await self._collect()
+            unique = list(dict.fromkeys(q for it in items for q in it.queries))
+            k = max(it.k for it in items)
+            t0 = time.perf_counter()
+            try:
+                scores, ids = await loop.run_in_executor(self.executor, self.search, unique, k)
+            except Exception as exc:  # one bad batch fails its requests, never the server
+                for it in items:
+                    if not it.future.done():
+                        it.future.set_exception(exc)
+                continue
+            self.on_batch(len(unique), time.perf_counter() - t0)
+            row = {q: i for i, q in enumerate(unique)}
+            for it in items:
+                if it.future.done():  # client went away
+                    continue
+                rows = [row[q] for q in it.queries]
+                it.future.set_result((scores[rows, : it.k], ids[rows, : it.k]))

@@ -1,0 +1,120 @@
+"""Index builder: corpus jsonl → ``{method}_{faiss_type}.index`` (or a BM25 folder).
+
+Embeddings are computed in shards of ``shard_size`` passages, each written to
+``<out>/shards/emb_<start>.npy`` as soon as it is done, so an interrupted build
+resumes where it stopped (finished shards are not recomputed). Then the shards
+are optionally written as the original raw ``emb_{method}.memmap`` (float32,
+N × dim) and added to a FAISS index built from a factory string (``Flat``,
+``HNSW64``, ``IVF4096,PQ96``…; IVF/PQ are trained on a sample first). Output
+names follow the original builder, so the server loads either.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from retrieval_server.corpus import Corpus
+from retrieval_server.encoder import Encoder, method_name
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BuildSummary:
+    passages: int
+    dim: int
+    index_type: str
+    index_path: Path
+    bytes_on_disk: int
+    seconds: float
+    shards_reused: int
+
+    def __str__(self) -> str:
+        return (f"built {self.index_path} — {self.passages} passages, dim {self.dim}, {self.index_type}, "
+                f"{self.bytes_on_disk / 2**20:.1f} MiB on disk, {self.seconds:.1f} s "
+                f"({self.shards_reused} embedding shards reused)")
+
+
+def faiss_type_name(factory: str) -> str:
+    return factory.replace(",", "_")
+
+
+def encode_corpus(corpus: Corpus, encoder: Encoder, shard_dir: Path, *, shard_size: int = 10000,
+                  batch_size: int = 64, limit: int | None = None) -> tuple[np.ndarray, int]:
+    """All passage embeddings, reusing shards already on disk; returns (embeddings, shards reused)."""
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    n = len(corpus) if limit is None else min(limit, len(corpus))
+    parts, reused = [], 0
+    with tqdm(total=n, desc="encoding passages", unit="psg") as bar:
+        for start in range(0, n, shard_size):
+            stop = min(start + shard_size, n)
+            path = shard_dir / f"emb_{start:012d}_{stop:012d}.npy"
+            if path.is_file():
+                emb = np.load(path)
+                reused += 1
+            else:
+                texts = list(corpus.iter_contents(start, stop))
+                emb = encoder.encode(texts, is_query=False, batch_size=batch_size)
+                tmp = path.with_suffix(".tmp.npy")
+                np.save(tmp, emb)
+                tmp.rename(path)  # atomic: a killed build never leaves a half shard
+            parts.append(emb)
+            bar.update(stop - start)
+    dim = encoder.dim
+    return (np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)), reused
+
+
+def build_faiss(embeddings: np.ndarray, factory: str, *, train_size: int = 200_000, seed: int = 0):
+    import faiss
+
+    index = faiss.index_factory(embeddings.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+    if not index.is_trained:
+        rng = np.random.default_rng(seed)
+        sample = embeddings[rng.choice(len(embeddings), min(train_size, len(embeddings)), replace=False)]
+        logger.info("training %s on %d vectors", factory, len(sample))
+        index.train(sample)
+    step = 100_000
+    for lo in tqdm(range(0, len(embeddings), step), desc=f"adding to {factory}"):
+        index.add(embeddings[lo: lo + step])
+    return index
+
+
+def build_dense_index(corpus_path: str | Path, encoder_name: str, out_dir: str | Path, *, index_type: str = "Flat",
+                      shard_size: int = 10000, batch_size: int = 64, save_embedding: bool = False,
+                      device: str | None = None, limit: int | None = None,
+                      use_sentence_transformers: bool = False) -> BuildSummary:
+    import faiss
+
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    corpus = Corpus(corpus_path)
+    encoder = Encoder(encoder_name, device=device, use_sentence_transformers=use_sentence_transformers)
+    method = method_name(encoder_name)
+    emb, reused = encode_corpus(corpus, encoder, out_dir / f"shards_{method}", shard_size=shard_size,
+                                batch_size=batch_size, limit=limit)
+    if save_embedding:
+        mm = np.memmap(out_dir / f"emb_{method}.memmap", dtype=np.float32, mode="w+", shape=emb.shape)
+        mm[:] = emb
+        mm.flush()
+    index = build_faiss(emb, index_type)
+    path = out_dir / f"{method}_{faiss_type_name(index_type)}.index"
+    faiss.write_index(index, str(path))
+    return BuildSummary(len(emb), emb.shape[1], index_type, path, path.stat().st_size, time.perf_counter() - t0, reused)
+
+
+def build_bm25_index(corpus_path: str | Path, out_dir: str | Path) -> BuildSummary:
+    from retrieval_server.index import build_bm25
+
+    t0 = time.perf_counter()
+    corpus = Corpus(corpus_path)
+    path = build_bm25(list(tqdm(corpus.iter_contents(), total=len(corpus), desc="reading corpus")),
+                      Path(out_dir) / "bm25")
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return BuildSummary(len(corpus), 0, "BM25", path, size, time.perf_counter() - t0, 0)

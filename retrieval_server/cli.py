@@ -1,0 +1,146 @@
+"""``search-r1-retriever`` (also ``python -m retrieval_server``): serve, build-index.
+
+Drop-in for the original Search-R1 server with its own files:
+
+    search-r1-retriever serve --index e5_Flat.index --corpus wiki-18.jsonl \\
+        --encoder intfloat/e5-base-v2 --topk 3 --port 8000
+
+    search-r1-retriever build-index --corpus wiki-18.jsonl --encoder intfloat/e5-base-v2 \\
+        --index-type Flat --out indexes/
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+API_KEY_ENV = "SEARCH_R1_RETRIEVER_API_KEY"
+
+
+def _backend_loader(args: argparse.Namespace):
+    def load():
+        import numpy as np
+
+        from retrieval_server.app import Backend
+        from retrieval_server.corpus import Corpus
+        from retrieval_server.index import BM25Retriever, DenseRetriever, TorchExactIndex, load_faiss_index
+
+        corpus = Corpus(args.corpus)
+        if args.retriever == "bm25":
+            retriever = BM25Retriever(args.index)
+            desc = f"bm25 {args.index}"
+        else:
+            from retrieval_server.encoder import Encoder
+
+            encoder = Encoder(args.encoder, device=args.device, use_sentence_transformers=args.sentence_transformers)
+            if args.retriever == "torch":
+                emb = np.memmap(args.index, dtype=np.float32, mode="r").reshape(-1, encoder.dim)
+                index = TorchExactIndex(np.asarray(emb), device=encoder.device)
+            else:
+                index = load_faiss_index(args.index, gpu=args.faiss_gpu, nprobe=args.nprobe, ef_search=args.ef_search)
+            retriever = DenseRetriever(encoder, index)
+            desc = f"{args.retriever} {Path(args.index).name} + {args.encoder} on {encoder.device}"
+        if len(retriever) != len(corpus):
+            raise ValueError(f"index has {len(retriever)} entries but corpus {args.corpus} has {len(corpus)} passages")
+        if args.retriever == "bm25":  # numba/JIT warm-up so the first request is not slow
+            retriever.search(["warm up"], 1)
+        return Backend(search=retriever.search, document=corpus.__getitem__, size=len(corpus), description=desc)
+
+    return load
+
+
+def serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from retrieval_server.app import Limits, create_app
+
+    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    if args.host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
+        logging.warning("serving on %s without --api-key: anyone who can reach this host can query it", args.host)
+    app = create_app(
+        _backend_loader(args),
+        limits=Limits(default_topk=args.topk, max_topk=args.max_topk, max_queries=args.max_queries,
+                      max_query_chars=args.max_query_chars),
+        api_key=api_key,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        batching=not args.no_batching,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+
+
+def build_index(args: argparse.Namespace) -> None:
+    from retrieval_server.builder import build_bm25_index, build_dense_index
+
+    if args.index_type.upper() == "BM25":
+        summary = build_bm25_index(args.corpus, args.out)
+    else:
+        summary = build_dense_index(args.corpus, args.encoder, args.out, index_type=args.index_type,
+                                    shard_size=args.shard_size, batch_size=args.batch_size,
+                                    save_embedding=args.save_embedding, device=args.device, limit=args.limit,
+                                    use_sentence_transformers=args.sentence_transformers)
+    print(summary)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="search-r1-retriever", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the /retrieve server")
+    s.add_argument("--index", required=True, help="FAISS .index file, BM25 folder, or raw .memmap (--retriever torch)")
+    s.add_argument("--corpus", required=True, help="jsonl corpus, one {id, contents} per line, row i = index id i")
+    s.add_argument("--retriever", choices=["dense", "bm25", "torch"], default="dense")
+    s.add_argument("--encoder", default="intfloat/e5-base-v2")
+    s.add_argument("--sentence-transformers", action="store_true", help="load --encoder with sentence-transformers")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--faiss-gpu", action="store_true", help="shard the index over all GPUs in fp16 (faiss-gpu)")
+    s.add_argument("--nprobe", type=int, default=None, help="IVF probes")
+    s.add_argument("--ef-search", type=int, default=None, help="HNSW efSearch")
+    s.add_argument("--topk", type=int, default=3, help="default top-k when a request sends null")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--api-key", default=None, help=f"require 'Authorization: Bearer <key>' (or env {API_KEY_ENV})")
+    s.add_argument("--max-batch", type=int, default=512, help="most queries per encoder/search batch")
+    s.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a batch waits to fill")
+    s.add_argument("--no-batching", action="store_true", help="original behaviour: each request on its own")
+    s.add_argument("--max-queries", type=int, default=1024)
+    s.add_argument("--max-query-chars", type=int, default=4096)
+    s.add_argument("--max-topk", type=int, default=100)
+    s.add_argument("--log-level", default="warning")
+    s.set_defaults(func=serve)
+
+    b = sub.add_parser("build-index", help="encode a corpus and write a FAISS (or BM25) index")
+    b.add_argument("--corpus", required=True)
+    b.add_argument("--encoder", default="intfloat/e5-base-v2")
+    b.add_argument("--sentence-transformers", action="store_true")
+    b.add_argument("--index-type", default="Flat", help="FAISS factory string (Flat, HNSW64, IVF4096,PQ96) or BM25")
+    b.add_argument("--out", required=True, help="output folder")
+    b.add_argument("--shard-size", type=int, default=10000, help="passages per resumable embedding shard")
+    b.add_argument("--batch-size", type=int, default=None, help="encoder batch (default: 512 on GPU, 64 on CPU)")
+    b.add_argument("--save-embedding", action="store_true", help="also write emb_{method}.memmap (float32 N×dim)")
+    b.add_argument("--device", default="auto")
+    b.add_argument("--limit", type=int, default=None, help="only the first N passages (smoke tests)")
+    b.set_defaults(func=build_index)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if getattr(args, "batch_size", 0) is None:
+        from retrieval_server.encoder import pick_device
+
+        args.batch_size = 512 if pick_device(args.device).startswith("cuda") else 64
+    try:
+        args.func(args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Text encoders for dense retrieval; the server and the index builder share this one module.
+
+Per model family (by name), the conventions the model was trained with:
+
+=========  ===============  ==================  =======
+family     query prefix     passage prefix      pooling
+=========  ===============  ==================  =======
+e5         ``query: ``      ``passage: ``       mean
+bge        instruction      (none)              cls
+other      (none)           (none)              mean
+=========  ===============  ==================  =======
+
+Embeddings are L2-normalised (inner product = cosine), queries are cut at 256
+tokens, passages at 512; fp16 on GPU. Sentence-transformers checkpoints
+(a folder with ``modules.json``) can be loaded through sentence-transformers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+BGE_QUERY_INSTRUCTION = "Represent this sentence for searching relevant passages: "
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    query_prefix: str
+    passage_prefix: str
+    pooling: str  # "mean" | "cls"
+
+
+def spec_for(model_name: str) -> EncoderSpec:
+    name = model_name.lower()
+    if "e5" in name:
+        return EncoderSpec("query: ", "passage: ", "mean")
+    if "bge" in name:
+        return EncoderSpec(BGE_QUERY_INSTRUCTION if "en" in name else "", "", "cls")
+    return EncoderSpec("", "", "mean")
+
+
+def pick_device(device: str | None = None) -> str:
+    import torch
+
+    if device and device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def method_name(model_name: str) -> str:
+    """Short name used in index file names (``e5_Flat.index``), as the original builder does."""
+    for family in ("e5", "bge", "contriever", "gte", "minilm"):
+        if family in model_name.lower():
+            return family
+    return Path(model_name).name.lower()
+
+
+class Encoder:
+    """HF ``AutoModel`` encoder with the model family's prefixes and pooling."""
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        *,
+        device: str | None = None,
+        fp16: bool | None = None,
+        pooling: str | None = None,
+        query_prefix: str | None = None,
+        passage_prefix: str | None = None,
+        query_max_length: int = 256,
+        passage_max_length: int = 512,
+        use_sentence_transformers: bool = False,
+    ) -> None:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        spec = spec_for(model_name_or_path)
+        self.name = model_name_or_path
+        self.pooling = pooling or spec.pooling
+        self.query_prefix = spec.query_prefix if query_prefix is None else query_prefix
+        self.passage_prefix = spec.passage_prefix if passage_prefix is None else passage_prefix
+        self.query_max_length = query_max_length
+        self.passage_max_length = passage_max_length
+        self.device = pick_device(device)
+        self.fp16 = (self.device.startswith("cuda")) if fp16 is None else fp16
+        self._st = None
+        if use_sentence_transformers:
+            from sentence_transformers import SentenceTransformer
+
+            self._st = SentenceTransformer(model_name_or_path, device=self.device)
+            if self.fp16:
+                self._st.half()
+            self.dim = int(self._st.get_sentence_embedding_dimension())
+            return
+        self.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
+        self.model = AutoModel.from_pretrained(model_name_or_path).to(self.device).eval()
+        if self.fp16:
+            self.model.half()
+        self.dim = int(self.model.config.hidden_size)
+        self._torch = torch
+
+    def encode(self, texts: Sequence[str], *, is_query: bool, batch_size: int = 64) -> np.ndarray:
+        """``len(texts) × dim`` float32, L2-normalised."""
+        prefix = self.query_prefix if is_query else self.passage_prefix
+        texts = [prefix + t for t in texts]
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if self._st is not None:
+            out = self._st.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
+            return np.asarray(out, dtype=np.float32)
+        torch = self._torch
+        max_length = self.query_max_length if is_query else self.passage_max_length
+        chunks = []
+        with torch.inference_mode():
+            for lo in range(0, len(texts), batch_size):
+                batch = self.tokenizer(texts[lo: lo + batch_size], padding=True, truncation=True,
+                                       max_length=max_length, return_tensors="pt").to(self.device)
+                hidden = self.model(**batch).last_hidden_state
+                if self.pooling == "cls":
+                    emb = hidden[:, 0]
+                else:
+                    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                    emb = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+                emb = torch.nn.functional.normalize(emb.float(), dim=-1)
+                chunks.append(emb.cpu().numpy())
+        return np.concatenate(chunks).astype(np.float32, copy=False)
+
+    def flops_per_token(self) -> float:
+        """≈ 2 × non-embedding parameters: the matmul work of one token in a forward pass."""
+        model = self._st if self._st is not None else self.model
+        params = sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n)
+        return 2.0 * params

@@ -1,0 +1,151 @@
+"""Retrievers behind the server: dense (encoder + FAISS, or exact torch matmul) and BM25.
+
+Every retriever answers ``search(queries, k) -> (scores, ids)`` with ``k``
+columns; a FAISS id of -1 (fewer hits than asked, e.g. IVF with few probes)
+stays -1 and the server drops it, instead of FlashRAG's silent mapping of -1
+to the last passage.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+class Retriever(Protocol):
+    def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def __len__(self) -> int: ...
+
+
+def load_faiss_index(path: str | Path, *, gpu: bool = False, nprobe: int | None = None, ef_search: int | None = None):
+    """Read a FAISS index (e.g. the original ``e5_Flat.index``), optionally sharded over all GPUs in fp16."""
+    import faiss
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"FAISS index not found: {path}")
+    index = faiss.read_index(str(path))
+    if nprobe is not None:
+        try:
+            faiss.extract_index_ivf(index).nprobe = nprobe
+        except RuntimeError:
+            logger.warning("--nprobe ignored: %s is not an IVF index", path)
+    if ef_search is not None and hasattr(index, "hnsw"):
+        index.hnsw.efSearch = ef_search
+    if gpu:
+        if not hasattr(faiss, "index_cpu_to_all_gpus") or faiss.get_num_gpus() == 0:
+            raise RuntimeError("--faiss-gpu needs faiss-gpu and a visible GPU (pip install search-r1-plugin[gpu])")
+        co = faiss.GpuMultipleClonerOptions()
+        co.useFloat16 = True
+        co.shard = True
+        index = faiss.index_cpu_to_all_gpus(index, co=co)
+    return index
+
+
+class DenseRetriever:
+    """Encode queries, then one FAISS ``search`` for the whole batch."""
+
+    def __init__(self, encoder, index) -> None:
+        self.encoder = encoder
+        self.index = index
+        if index.d != encoder.dim:
+            raise ValueError(f"index dimension {index.d} != encoder dimension {encoder.dim}: "
+                             "was the index built with another encoder?")
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        emb = self.encoder.encode(list(queries), is_query=True)
+        scores, ids = self.index.search(emb, k)
+        return scores, ids
+
+
+class TorchExactIndex:
+    """Exact inner-product search as a (fp16 on GPU) matmul: the GPU backend without faiss-gpu."""
+
+    def __init__(self, embeddings: np.ndarray, device: str = "cpu", fp16: bool | None = None, block: int = 1 << 20):
+        import torch
+
+        self.torch = torch
+        self.device = device
+        dtype = torch.float16 if (fp16 if fp16 is not None else device.startswith("cuda")) else torch.float32
+        self.emb = torch.from_numpy(np.ascontiguousarray(embeddings)).to(device=device, dtype=dtype)
+        self.d = int(embeddings.shape[1])
+        self.ntotal = int(embeddings.shape[0])
+        self.block = block
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        torch = self.torch
+        q = torch.from_numpy(np.ascontiguousarray(queries)).to(self.device, self.emb.dtype)
+        best_s, best_i = None, None
+        for lo in range(0, self.ntotal, self.block):
+            s = q @ self.emb[lo: lo + self.block].T
+            kk = min(k, s.shape[1])
+            s, i = s.float().topk(kk, dim=1)
+            i = i + lo
+            if best_s is None:
+                best_s, best_i = s, i
+            else:
+                cat_s, cat_i = torch.cat([best_s, s], 1), torch.cat([best_i, i], 1)
+                best_s, idx = cat_s.topk(min(k, cat_s.shape[1]), dim=1)
+                best_i = cat_i.gather(1, idx)
+        scores, ids = best_s.cpu().numpy(), best_i.cpu().numpy().astype(np.int64)
+        if ids.shape[1] < k:  # fewer passages than k: pad like FAISS
+            pad = k - ids.shape[1]
+            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+        return scores, ids
+
+
+class BM25Retriever:
+    """BM25 via ``bm25s`` (no Java). Queries use the same stemmer and stopwords as indexing."""
+
+    def __init__(self, index_dir: str | Path) -> None:
+        import bm25s
+
+        self.bm25s = bm25s
+        index_dir = Path(index_dir)
+        if not index_dir.is_dir():
+            raise FileNotFoundError(f"BM25 index folder not found: {index_dir}")
+        self.model = bm25s.BM25.load(str(index_dir))
+        self.stemmer = make_stemmer()
+        self.n = int(self.model.scores["num_docs"])
+
+    def __len__(self) -> int:
+        return self.n
+
+    def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        tokens = self.bm25s.tokenize(list(queries), stopwords="en", stemmer=self.stemmer, show_progress=False)
+        kk = min(k, self.n)
+        ids, scores = self.model.retrieve(tokens, k=kk, show_progress=False, n_threads=1)
+        ids = ids.astype(np.int64)
+        # bm25s returns arbitrary documents with score 0 when no term matches: drop those.
+        ids[scores <= 0] = -1
+        if kk < k:
+            ids = np.pad(ids, ((0, 0), (0, k - kk)), constant_values=-1)
+            scores = np.pad(scores, ((0, 0), (0, k - kk)))
+        return scores.astype(np.float32), ids
+
+
+def make_stemmer():
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+def build_bm25(texts: Sequence[str], out_dir: str | Path) -> Path:
+    import bm25s
+
+    tokens = bm25s.tokenize(list(texts), stopwords="en", stemmer=make_stemmer(), show_progress=True)
+    model = bm25s.BM25()
+    model.index(tokens, show_progress=True)
+    out_dir = Path(out_dir)
+    model.save(str(out_dir))
+    return out_dir

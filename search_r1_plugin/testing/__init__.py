@@ -1,0 +1,1 @@
+"""Offline assets for tests, benchmarks and the CPU demo (no model hub needed)."""

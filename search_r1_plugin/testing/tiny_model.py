@@ -1,0 +1,85 @@
+"""A tiny random Qwen2 checkpoint with a tokenizer trained on the spot.
+
+verl and transformers load it like a real checkpoint (``save_pretrained``
+layout, ChatML chat template, Qwen special tokens), so the agent loop, the
+dataset and the evaluator run end to end without any download.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def _training_text() -> list[str]:
+    from search_r1_plugin.protocol import INVALID_ACTION_MESSAGE, PROMPT_TEMPLATE
+
+    words = ("Doc Title information search answer think the of a in is was who what where when which "
+             "capital founded river city country born year mountain").split()
+    lines = [PROMPT_TEMPLATE, INVALID_ACTION_MESSAGE, "<think> </think> <search> </search> <answer> </answer>",
+             "<information> </information> Doc 1(Title: \"x\") text"]
+    lines += [" ".join(words[i:] + words[:i]) for i in range(len(words))]
+    return lines * 20
+
+
+def build_tokenizer(out_dir: Path, extra_text: Iterable[str] = (), vocab_size: int = 1024):
+    """Byte-level BPE trained on protocol text; saved as a ``PreTrainedTokenizerFast``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(_training_text()) + list(extra_text), trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>"],
+    )
+    fast.chat_template = CHATML_TEMPLATE
+    fast.save_pretrained(out_dir)
+    return fast
+
+
+def build_tiny_qwen2(out_dir: str | Path, seed: int = 0, extra_text: Iterable[str] = ()) -> Path:
+    """Write tokenizer + a 2-layer random ``Qwen2ForCausalLM`` to ``out_dir`` and return it."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(out_dir, extra_text)
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=8192,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = Qwen2ForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out_dir)
+    return out_dir
