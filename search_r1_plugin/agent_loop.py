@@ -6,7 +6,7 @@ instance per trajectory, so ``__init__`` only reads settings; the retrieval
 client and the observation tokens are cached per process.
 
 Settings come from the trainer config's ``search_r1:`` block (see
-:class:`~search_r1_plugin.config.SearchR1Config`); kwargs given in an
+:class:`~search_r1_plugin.settings.SearchR1Config`); kwargs given in an
 agent-loop YAML (``rollout.agent.agent_loop_config_path``) override them.
 """
 
@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetrics, AgentLoopOutput, register
 from verl.utils.profiler import simple_timer
 
-from search_r1_plugin.config import SearchR1Config
+from search_r1_plugin.settings import SearchR1Config
 from search_r1_plugin.protocol import STOP_STRINGS
 from search_r1_plugin.retrieval_client import client_from_config
 from search_r1_plugin.rollout import ObservationEncoder, run_trajectory

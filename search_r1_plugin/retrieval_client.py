@@ -186,7 +186,7 @@ def shared_client(url: str, **settings: Any) -> RetrievalClient:
 
 
 def client_from_config(cfg: Any) -> RetrievalClient:
-    """The shared client for a :class:`~search_r1_plugin.config.SearchR1Config`."""
+    """The shared client for a :class:`~search_r1_plugin.settings.SearchR1Config`."""
     return shared_client(
         cfg.retriever_url,
         timeout_s=cfg.retrieval_timeout_s,

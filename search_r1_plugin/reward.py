@@ -163,9 +163,11 @@ def compute_score(
         )
     else:
         score = em
-    num_searches = extra_info.get("num_searches") if isinstance(extra_info, Mapping) else None
-    if num_searches is None:
-        num_searches = solution_str.count("<information>")
+    # The agent loop's per-trajectory stats arrive in extra_info["search_r1"] (verl merges the
+    # loop's extra_fields into extra_info); returning them makes verl log them.
+    stats = extra_info.get("search_r1") if isinstance(extra_info, Mapping) else None
+    stats = dict(stats) if isinstance(stats, Mapping) else {}
+    num_searches = stats.get("searches", solution_str.count("<information>"))
     return {
         "score": float(score),
         "em": em,
@@ -174,4 +176,5 @@ def compute_score(
         "format_ok": float(well_formed),
         "answered": float(answer is not None),
         "num_searches": float(num_searches),
+        **{f"rollout/{k}": float(v) for k, v in stats.items()},
     }

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Optional, Sequence
 
-from search_r1_plugin.config import SearchR1Config
+from search_r1_plugin.settings import SearchR1Config
 from search_r1_plugin.protocol import (
     INFO_CLOSE,
     INFO_OPEN,

@@ -1,0 +1,57 @@
+"""Start a real retrieval server process on 127.0.0.1 and wait until ``/health`` is ready."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(base_url: str, proc: subprocess.Popen, timeout_s: float = 120.0, log: Path | None = None) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            detail = log.read_text()[-3000:] if log and log.exists() else ""
+            raise RuntimeError(f"retrieval server exited with code {proc.returncode}:\n{detail}")
+        try:
+            with urllib.request.urlopen(f"{base_url}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except Exception:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"retrieval server at {base_url} not ready after {timeout_s} s")
+
+
+@contextmanager
+def retrieval_server(args: Sequence[str], log_path: str | Path, port: int | None = None,
+                     timeout_s: float = 120.0) -> Iterator[str]:
+    """``python -m retrieval_server serve <args>`` on a free port; yields the base URL."""
+    port = port or free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    log_path = Path(log_path)
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "retrieval_server", "serve", *args, "--port", str(port)],
+                                stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_ready(base, proc, timeout_s, log_path)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

