@@ -62,6 +62,7 @@ class RetrievalClient:
         self._flushers: dict[int, asyncio.Task] = {}
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._state_loop: asyncio.AbstractEventLoop | None = None
 
     # ---- public API -------------------------------------------------------------------------
     async def search(self, query: str, topk: int) -> list[dict[str, Any]]:
@@ -71,7 +72,10 @@ class RetrievalClient:
             self._cache.move_to_end(key)
             self.stats.cache_hits += 1
             return self._cache[key]
-        fut = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        if self._state_loop is not loop:  # a new event loop: batches of the old one are gone
+            self._pending, self._flushers, self._state_loop = {}, {}, loop
+        fut = loop.create_future()
         bucket = self._pending.setdefault(topk, [])
         bucket.append((query, fut))
         if len(bucket) >= self.max_batch:
@@ -183,6 +187,12 @@ def shared_client(url: str, **settings: Any) -> RetrievalClient:
     if client is None:
         client = _CLIENTS[key] = RetrievalClient(url, **settings)
     return client
+
+
+async def close_shared_clients() -> None:
+    """Close the HTTP sessions of this process's shared clients (end of an event loop)."""
+    for client in _CLIENTS.values():
+        await client.close()
 
 
 def client_from_config(cfg: Any) -> RetrievalClient:

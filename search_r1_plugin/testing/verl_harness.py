@@ -82,7 +82,8 @@ class FunctionLLM:
     async def generate(self, request_id: str, *, prompt_ids: list[int], sampling_params: dict[str, Any], **_: Any):
         from verl.workers.rollout.replica import TokenOutput
 
-        self.calls.append({"request_id": request_id, "prompt_ids": list(prompt_ids), "sampling_params": dict(sampling_params)})
         ids = list(self.policy(list(prompt_ids), sampling_params))[: sampling_params.get("max_tokens", 10**9)]
+        self.calls.append({"request_id": request_id, "prompt_ids": list(prompt_ids),
+                           "sampling_params": dict(sampling_params), "output_ids": ids})
         # Distinct, position-dependent logprobs let tests check they are carried through exactly.
         return TokenOutput(token_ids=ids, log_probs=[self.logprob - 0.001 * i for i in range(len(ids))], stop_reason="completed")
