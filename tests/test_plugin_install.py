@@ -1,0 +1,54 @@
+"""The installed package as a user meets it: entry point, Hydra presets, doctor."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ENV = dict(os.environ, HF_HUB_OFFLINE="1")
+
+
+def run(*args, timeout=180):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=ENV,
+                          cwd=os.path.expanduser("~") if os.path.isdir(os.path.expanduser("~")) else "/")
+
+
+def test_plain_import_verl_registers_agent_loop():
+    out = run("-c", "import verl\nfrom verl.experimental.agent_loop.agent_loop import _agent_loop_registry as r\n"
+                    "print(r['search_r1']['_target_'])")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("search_r1_plugin.agent_loop.SearchR1AgentLoop")
+
+
+@pytest.mark.parametrize("preset", ["ppo", "grpo"])
+def test_main_ppo_cfg_job_resolves_with_preset(preset):
+    out = run("-m", "verl.trainer.main_ppo", "hydra.searchpath=[pkg://search_r1_plugin.config]", f"+search_r1={preset}",
+              "search_r1.topk=5", "--cfg", "job", "--resolve")
+    assert out.returncode == 0, out.stderr[-3000:]
+    import yaml
+
+    cfg = yaml.safe_load(out.stdout)
+    assert cfg["actor_rollout_ref"]["rollout"]["agent"]["default_agent_loop"] == "search_r1"
+    assert cfg["reward"]["custom_reward_function"]["path"] == "pkg://search_r1_plugin.reward"
+    assert cfg["search_r1"]["topk"] == 5 and cfg["search_r1"]["mask_retrieved_tokens"] is True
+    assert cfg["algorithm"]["adv_estimator"] == {"ppo": "gae", "grpo": "grpo"}[preset]
+    assert cfg["actor_rollout_ref"]["rollout"]["response_length"] == 4500
+
+
+def test_config_path_form_resolves():
+    from importlib.resources import files
+
+    path = str(files("search_r1_plugin.config"))
+    out = run("-m", "verl.trainer.main_ppo", "--config-path", path, "--config-name", "search_r1_trainer",
+              "+search_r1=ppo", "--cfg", "job")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "default_agent_loop: search_r1" in out.stdout
+
+
+def test_doctor_reports_registration_and_dead_retriever(bm25_server):
+    ok = run("-m", "search_r1_plugin.cli", "doctor", "--retriever-url", f"{bm25_server}/retrieve")
+    assert ok.returncode == 0, ok.stdout + ok.stderr[-2000:]
+    assert "agent loop 'search_r1' registered" in ok.stdout and "all good" in ok.stdout
+    bad = run("-m", "search_r1_plugin.cli", "doctor", "--retriever-url", "http://127.0.0.1:9/retrieve")
+    assert bad.returncode == 1 and "unreachable" in bad.stdout
