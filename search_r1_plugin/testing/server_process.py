@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +31,11 @@ def wait_ready(base_url: str, proc: subprocess.Popen, timeout_s: float = 120.0, 
             with urllib.request.urlopen(f"{base_url}/health", timeout=2) as resp:
                 if resp.status == 200:
                     return
-        except Exception:
+        except urllib.error.HTTPError as exc:  # 503: loading, or failed with the reason
+            body = json.loads(exc.read() or b"{}")
+            if body.get("status") == "failed":
+                raise RuntimeError(f"retrieval server failed to load: {body.get('error')}")
+        except OSError:
             pass
         time.sleep(0.2)
     raise TimeoutError(f"retrieval server at {base_url} not ready after {timeout_s} s")

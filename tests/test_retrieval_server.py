@@ -1,0 +1,183 @@
+"""The retrieval server as a real process on 127.0.0.1 (real MiniLM weights, FAISS, BM25)."""
+
+import json
+import subprocess
+import sys
+
+import httpx
+import numpy as np
+import pytest
+
+# The payload the original Search-R1 trainer sends, and how it reads the answer.
+ORIGINAL_PAYLOAD = {"queries": ["In which city was the painter born?", "capital of a country"], "topk": 3,
+                    "return_scores": True}
+
+
+def post(url, payload, **kw):
+    return httpx.post(f"{url}/retrieve", json=payload, timeout=30, **kw)
+
+
+def test_original_client_shape(dense_server):
+    r = post(dense_server, ORIGINAL_PAYLOAD)
+    assert r.status_code == 200
+    result = r.json()["result"]
+    assert len(result) == 2 and all(len(docs) == 3 for docs in result)
+    contents = result[0][0]["document"]["contents"]  # the original client's access path
+    assert contents.startswith('"') and "\n" in contents
+    assert isinstance(result[0][0]["score"], float)
+
+
+def test_return_scores_false_gives_documents(dense_server):
+    r = post(dense_server, {"queries": ["river"], "topk": 2, "return_scores": False})
+    assert r.status_code == 200
+    docs = r.json()["result"][0]
+    assert set(docs[0]) >= {"id", "contents"} and "score" not in docs[0]
+    r = post(dense_server, {"queries": ["river"]})  # topk null -> server default (3)
+    assert len(r.json()["result"][0]) == 3
+
+
+def test_flat_results_equal_brute_force(dense_server, dense_index, sample_world, minilm_path):
+    from retrieval_server.encoder import Encoder
+
+    emb = np.memmap(dense_index.index_path.parent / "emb_minilm.memmap", dtype=np.float32, mode="r").reshape(-1, 384)
+    queries = ["In which country was a poet born?", "founded in 1200", "chemist", "Lobelguia capital"]
+    q = Encoder(minilm_path).encode(queries, is_query=True)
+    expected = np.argsort(-(q @ emb.T), axis=1)[:, :5]
+    result = post(dense_server, {"queries": queries, "topk": 5, "return_scores": True}).json()["result"]
+    corpus = [json.loads(line) for line in open(sample_world["corpus"])]
+    for qi, docs in enumerate(result):
+        got = [d["document"]["id"] for d in docs]
+        assert got == [corpus[i]["id"] for i in expected[qi]]
+        assert np.allclose([d["score"] for d in docs], (q[qi] @ emb[expected[qi]].T), atol=1e-4)
+
+
+def test_bm25_finds_exact_entity(bm25_server, sample_world):
+    row = json.loads(open(sample_world["sample_nq/test"]).readline())
+    docs = post(bm25_server, {"queries": [row["question"]], "topk": 3, "return_scores": True}).json()["result"][0]
+    assert any(row["golden_answers"][0] in d["document"]["contents"] for d in docs)
+    # a query matching nothing returns no documents rather than arbitrary ones
+    assert post(bm25_server, {"queries": ["zzzzqqqq"], "topk": 3}).json()["result"] == [[]]
+
+
+def malformed_payloads():
+    out = []
+    bad_values = [None, 1, 1.5, "x", True, [], {}, [1], [None], [["a"]], [{"q": 1}]]
+    for v in bad_values:
+        out.append({"queries": v, "topk": 3})
+    for k in [0, -1, 21, 10**9, "3", 3.5, [3], {"k": 3}, True]:
+        out.append({"queries": ["a"], "topk": k})
+    for rs in ["yes", 1, None, [True], {"a": 1}]:
+        out.append({"queries": ["a"], "return_scores": rs})
+    out.append({"topk": 3})
+    out.append({"queries": ["a" * 501]})
+    out.append({"queries": ["a"] * 65})
+    out.append({"queries": []})
+    out.append([1, 2, 3])
+    out.append("just a string")
+    out.append(42)
+    # combine to reach > 200 distinct cases
+    combos = []
+    for i in range(200):
+        base = dict(out[i % len(out)]) if isinstance(out[i % len(out)], dict) else {"queries": out[i % len(out)]}
+        base[f"noise_{i}"] = i  # unknown keys are ignored; the bad field still fails
+        combos.append(base)
+    return out + combos
+
+
+def test_malformed_payloads_get_4xx_and_server_stays_healthy(dense_server):
+    payloads = malformed_payloads()
+    assert len(payloads) >= 200
+    with httpx.Client(timeout=30) as client:
+        for p in payloads:
+            r = client.post(f"{dense_server}/retrieve", json=p)
+            assert 400 <= r.status_code < 500, (p, r.status_code, r.text[:200])
+            detail = r.json()["detail"]
+            assert detail and "loc" in detail[0]  # names the field
+        for raw in [b"{bad json", b"", b"\xff\xfe", b'{"queries": ["a"], "topk": }']:
+            r = client.post(f"{dense_server}/retrieve", content=raw, headers={"content-type": "application/json"})
+            assert r.status_code == 422
+        assert client.get(f"{dense_server}/health").json()["status"] == "ready"
+        assert post(dense_server, ORIGINAL_PAYLOAD).status_code == 200
+
+
+def test_error_names_the_field(dense_server):
+    r = post(dense_server, {"queries": ["a"], "topk": 0})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "topk"]
+    r = post(dense_server, {"queries": ["a" * 501]})
+    assert "500" in r.json()["detail"][0]["msg"]
+
+
+def test_metrics_endpoint(dense_server):
+    post(dense_server, ORIGINAL_PAYLOAD)
+    text = httpx.get(f"{dense_server}/metrics").text
+    assert "retrieval_requests_total" in text and 'retrieval_request_latency_seconds{quantile="0.99"}' in text
+
+
+def test_concurrent_requests_are_batched_and_all_answered(dense_server):
+    import asyncio
+
+    async def go():
+        async with httpx.AsyncClient(timeout=60) as client:
+            async def one(i):
+                r = await client.post(f"{dense_server}/retrieve", json={"queries": [f"who was born in {i}"], "topk": 2})
+                return r.status_code, r.json()["result"]
+            return await asyncio.gather(*[one(i) for i in range(200)])
+
+    before = httpx.get(f"{dense_server}/metrics").text
+    results = asyncio.run(go())
+    assert all(code == 200 and len(res) == 1 and len(res[0]) == 2 for code, res in results)
+    after = httpx.get(f"{dense_server}/metrics").text
+
+    def batches(t):
+        return int(next(line.split()[-1] for line in t.splitlines() if line.startswith("retrieval_batches_total")))
+    assert batches(after) - batches(before) < 200  # coalesced across requests
+
+
+def test_auth(sample_world, bm25_index, tmp_path):
+    from search_r1_plugin.testing.server_process import retrieval_server
+
+    args = ["--retriever", "bm25", "--index", str(bm25_index.index_path), "--corpus", str(sample_world["corpus"]),
+            "--api-key", "s3cret"]
+    with retrieval_server(args, tmp_path / "auth.log") as url:
+        assert post(url, {"queries": ["a"]}).status_code == 401
+        assert post(url, {"queries": ["a"]}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert post(url, {"queries": ["a"]}, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_builder_resumes_after_interruption(sample_world, minilm_path, tmp_path):
+    from retrieval_server.builder import build_dense_index
+
+    out = tmp_path / "idx"
+    cmd = [sys.executable, "-m", "retrieval_server", "build-index", "--corpus", str(sample_world["corpus"]),
+           "--encoder", minilm_path, "--out", str(out), "--shard-size", "40", "--index-type", "HNSW32"]
+    # Interrupt a build after its first shards: encode only the first 80 passages.
+    subprocess.run(cmd + ["--limit", "80"], check=True, capture_output=True)
+    shards = sorted((out / "shards_minilm").glob("emb_*.npy"))
+    assert len(shards) == 2
+    mtimes = {p: p.stat().st_mtime_ns for p in shards}
+    summary = build_dense_index(sample_world["corpus"], minilm_path, out, index_type="HNSW32", shard_size=40)
+    assert summary.shards_reused == 2 and all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
+    assert summary.index_path.name == "minilm_HNSW32.index" and summary.passages == len(open(sample_world["corpus"]).readlines())
+
+
+def test_index_corpus_mismatch_is_reported(sample_world, dense_index, minilm_path, tmp_path):
+    from search_r1_plugin.testing.server_process import retrieval_server
+
+    short = tmp_path / "short.jsonl"
+    short.write_text("".join(open(sample_world["corpus"]).readlines()[:10]))
+    with pytest.raises(RuntimeError, match="corpus"):
+        with retrieval_server(["--index", str(dense_index.index_path), "--corpus", str(short), "--encoder", minilm_path],
+                              tmp_path / "bad.log", timeout_s=60):
+            pass
+
+
+def test_corpus_lookup_exact(sample_world):
+    from retrieval_server.corpus import Corpus
+
+    lines = [json.loads(line) for line in open(sample_world["corpus"])]
+    c = Corpus(sample_world["corpus"])
+    assert len(c) == len(lines)
+    for i in (0, 1, len(lines) // 2, len(lines) - 1):
+        assert c[i] == lines[i]
+    with pytest.raises(IndexError):
+        c.raw(len(lines))
