@@ -87,7 +87,7 @@ def build_faiss(embeddings: np.ndarray, factory: str, *, train_size: int = 200_0
 
 def build_dense_index(corpus_path: str | Path, encoder_name: str, out_dir: str | Path, *, index_type: str = "Flat",
                       shard_size: int = 10000, batch_size: int = 64, save_embedding: bool = False,
-                      device: str | None = None, limit: int | None = None,
+                      device: str | None = None, dtype: str | None = None, limit: int | None = None,
                       use_sentence_transformers: bool = False) -> BuildSummary:
     import faiss
 
@@ -95,7 +95,7 @@ def build_dense_index(corpus_path: str | Path, encoder_name: str, out_dir: str |
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     corpus = Corpus(corpus_path)
-    encoder = Encoder(encoder_name, device=device, use_sentence_transformers=use_sentence_transformers)
+    encoder = Encoder(encoder_name, device=device, dtype=dtype, use_sentence_transformers=use_sentence_transformers)
     method = method_name(encoder_name)
     emb, reused = encode_corpus(corpus, encoder, out_dir / f"shards_{method}", shard_size=shard_size,
                                 batch_size=batch_size, limit=limit)

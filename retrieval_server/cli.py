@@ -35,7 +35,8 @@ def _backend_loader(args: argparse.Namespace):
         else:
             from retrieval_server.encoder import Encoder
 
-            encoder = Encoder(args.encoder, device=args.device, use_sentence_transformers=args.sentence_transformers)
+            encoder = Encoder(args.encoder, device=args.device, dtype=args.dtype,
+                              use_sentence_transformers=args.sentence_transformers)
             if args.retriever == "torch":
                 emb = np.memmap(args.index, dtype=np.float32, mode="r").reshape(-1, encoder.dim)
                 index = TorchExactIndex(np.asarray(emb), device=encoder.device)
@@ -80,7 +81,7 @@ def build_index(args: argparse.Namespace) -> None:
     else:
         summary = build_dense_index(args.corpus, args.encoder, args.out, index_type=args.index_type,
                                     shard_size=args.shard_size, batch_size=args.batch_size,
-                                    save_embedding=args.save_embedding, device=args.device, limit=args.limit,
+                                    save_embedding=args.save_embedding, device=args.device, dtype=args.dtype, limit=args.limit,
                                     use_sentence_transformers=args.sentence_transformers)
     print(summary)
 
@@ -97,6 +98,7 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--encoder", default="intfloat/e5-base-v2")
     s.add_argument("--sentence-transformers", action="store_true", help="load --encoder with sentence-transformers")
     s.add_argument("--device", default="auto")
+    s.add_argument("--dtype", default="auto", help="encoder precision: auto (fp16 GPU, bf16 AMX CPU), fp32, fp16, bf16")
     s.add_argument("--faiss-gpu", action="store_true", help="shard the index over all GPUs in fp16 (faiss-gpu)")
     s.add_argument("--nprobe", type=int, default=None, help="IVF probes")
     s.add_argument("--ef-search", type=int, default=None, help="HNSW efSearch")
@@ -123,6 +125,7 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, default=None, help="encoder batch (default: 512 on GPU, 64 on CPU)")
     b.add_argument("--save-embedding", action="store_true", help="also write emb_{method}.memmap (float32 N×dim)")
     b.add_argument("--device", default="auto")
+    b.add_argument("--dtype", default="auto", help="encoder precision: auto, fp32, fp16, bf16")
     b.add_argument("--limit", type=int, default=None, help="only the first N passages (smoke tests)")
     b.set_defaults(func=build_index)
     return parser

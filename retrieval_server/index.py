@@ -62,7 +62,7 @@ class DenseRetriever:
         return int(self.index.ntotal)
 
     def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-        emb = self.encoder.encode(list(queries), is_query=True)
+        emb = self.encoder.encode(list(queries), is_query=True, batch_size=256)  # short texts: big batches
         scores, ids = self.index.search(emb, k)
         return scores, ids
 

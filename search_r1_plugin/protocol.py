@@ -29,6 +29,22 @@ PROMPT_TEMPLATE = (
     "without detailed illustrations. For example, <answer> Beijing </answer>. Question: {question}\n"
 )
 
+# Baselines that train or evaluate without search (the paper's R1 and RAG rows): same tags, same
+# EM reward, a single generation (``search_r1.max_turns=0``).
+R1_TEMPLATE = (
+    "Answer the given question. "
+    "You must conduct reasoning inside <think> and </think> first. "
+    "After reasoning, provide the answer inside <answer> and </answer>, without detailed illustrations. "
+    "For example, <answer> Beijing </answer>. Question: {question}\n"
+)
+RAG_TEMPLATE = (
+    "Answer the given question using the documents below. "
+    "You must conduct reasoning inside <think> and </think> first. "
+    "After reasoning, provide the answer inside <answer> and </answer>, without detailed illustrations. "
+    "For example, <answer> Beijing </answer>.\nDocuments:\n{documents}Question: {question}\n"
+)
+TEMPLATES = {"search_r1": PROMPT_TEMPLATE, "r1": R1_TEMPLATE, "rag": RAG_TEMPLATE}
+
 SEARCH_STOP = "</search>"
 ANSWER_STOP = "</answer>"
 STOP_STRINGS = (SEARCH_STOP, ANSWER_STOP)
@@ -57,14 +73,18 @@ def normalize_question(question: str) -> str:
     return question
 
 
-def make_prompt(question: str) -> str:
-    """The user message of the Search-R1 prompt (same for base and instruct models)."""
-    return PROMPT_TEMPLATE.format(question=normalize_question(question))
+def make_prompt(question: str, template: str = "search_r1", documents: str = "") -> str:
+    """The user message (same for base and instruct models); ``template`` is search_r1, r1 or rag."""
+    if template not in TEMPLATES:
+        raise ValueError(f"unknown prompt template {template!r}; choose from {sorted(TEMPLATES)}")
+    if template == "rag":
+        return RAG_TEMPLATE.format(question=normalize_question(question), documents=documents)
+    return TEMPLATES[template].format(question=normalize_question(question))
 
 
-def make_messages(question: str) -> list[dict[str, str]]:
+def make_messages(question: str, template: str = "search_r1", documents: str = "") -> list[dict[str, str]]:
     """Chat messages as stored in the training parquet's ``prompt`` column."""
-    return [{"role": "user", "content": make_prompt(question)}]
+    return [{"role": "user", "content": make_prompt(question, template, documents)}]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,181 @@
+"""FlashRAG-format QA files → verl parquet with the Search-R1 schema and prompt.
+
+    python -m recipes.prepare_data --local-dir data/flashrag --out data/search_r1
+    python -m recipes.prepare_data --hub --out data/search_r1                    # RUC-NLPIR/FlashRAG_datasets
+    python -m recipes.prepare_data --local-dir data/sample --train sample_nq:train --test sample_nq:test \\
+        --template r1 --out data/sample_r1
+
+Inputs are ``{local-dir}/{dataset}/{split}.jsonl`` rows ``{"id", "question", "golden_answers"}``.
+Defaults are the paper's: train = NQ + HotpotQA train; test = NQ, TriviaQA, PopQA (test), HotpotQA,
+2WikiMultiHopQA, Musique (dev), Bamboogle (test). Output rows: ``data_source``, ``prompt`` (one user
+message), ``ability``, ``reward_model {style: rule, ground_truth {target}}``, ``extra_info {split,
+index, id, question}``, ``agent_name``. ``extra_info.index`` is unique across all merged sources
+(the original restarted it per source, which merged unrelated GRPO groups). Rows without a question
+or without answers are never dropped silently: they go to ``bad_rows.jsonl`` and the summary.
+Templates: ``search_r1`` (default), ``r1`` (no search), ``rag`` (top-k passages from ``--retriever-url``
+put in the prompt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from tqdm import tqdm
+
+from search_r1_plugin.protocol import format_docs, make_messages
+
+PAPER_TRAIN = "nq:train,hotpotqa:train"
+PAPER_TEST = "nq:test,triviaqa:test,popqa:test,hotpotqa:dev,2wikimultihopqa:dev,musique:dev,bamboogle:test"
+HUB_DATASET = "RUC-NLPIR/FlashRAG_datasets"
+
+
+class DataError(RuntimeError):
+    """Input data missing or unusable; the message says which file or dataset."""
+
+
+def parse_specs(spec: str) -> list[tuple[str, str]]:
+    out = []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        if ":" not in item:
+            raise DataError(f"dataset spec {item!r} must be name:split, e.g. nq:train")
+        name, split = item.split(":", 1)
+        out.append((name, split))
+    return out
+
+
+def read_local(local_dir: Path, name: str, split: str) -> Iterator[dict]:
+    path = local_dir / name / f"{split}.jsonl"
+    if not path.is_file():
+        raise DataError(f"{path} not found (expected FlashRAG layout {{dir}}/{{dataset}}/{{split}}.jsonl)")
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as exc:
+                    yield {"__error__": f"{path}:{lineno}: invalid JSON ({exc})"}
+
+
+def read_hub(name: str, split: str) -> Iterator[dict]:
+    try:
+        import datasets
+    except ImportError as exc:
+        raise DataError("--hub needs the datasets package: pip install 'search-r1-plugin[eval]'") from exc
+    try:
+        ds = datasets.load_dataset(HUB_DATASET, name, split=split)
+    except Exception as exc:
+        raise DataError(f"could not load {HUB_DATASET}/{name} split {split} from the hub ({exc}); offline? "
+                        "download the FlashRAG files and use --local-dir") from exc
+    yield from ds
+
+
+def fetch_documents(url: str, questions: list[str], topk: int) -> list[str]:
+    payload = json.dumps({"queries": questions, "topk": topk, "return_scores": True}).encode()
+    req = urllib.request.Request(url, data=payload, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=300) as resp:
+            result = json.loads(resp.read())["result"]
+    except OSError as exc:
+        raise DataError(f"retrieval server {url} unreachable for the rag template: {exc}") from exc
+    return [format_docs(docs) for docs in result]
+
+
+def build_rows(records: Iterable[dict], name: str, split: str, template: str, start_index: int,
+               bad: list[dict]) -> list[dict]:
+    rows = []
+    for rec in records:
+        question = (rec.get("question") or "").strip() if isinstance(rec, dict) else ""
+        answers = rec.get("golden_answers") if isinstance(rec, dict) else None
+        if isinstance(answers, str):
+            answers = [answers]
+        problem = rec.get("__error__") if isinstance(rec, dict) else "not an object"
+        if not problem and not question:
+            problem = "empty question"
+        if not problem and (not answers or not any(str(a).strip() for a in answers)):
+            problem = "no golden answers"
+        if problem:
+            bad.append({"data_source": name, "split": split, "problem": problem, "record": rec})
+            continue
+        rows.append({
+            "data_source": name,
+            "prompt": make_messages(question, "search_r1" if template == "rag" else template),
+            "ability": "fact-reasoning",
+            "reward_model": {"style": "rule", "ground_truth": {"target": [str(a) for a in answers]}},
+            "extra_info": {"split": split, "index": start_index + len(rows), "id": str(rec.get("id", "")),
+                           "question": question},
+            "agent_name": "search_r1",
+        })
+    return rows
+
+
+def prepare(out: Path, train: str, test: str, template: str, local_dir: Path | None, hub: bool,
+            retriever_url: str | None = None, topk: int = 3) -> dict:
+    if template == "rag" and not retriever_url:
+        raise DataError("--template rag needs --retriever-url")
+    import pandas as pd
+
+    out.mkdir(parents=True, exist_ok=True)
+    index = 0
+    summary: dict = {"files": {}, "rows": Counter(), "bad": Counter()}
+    bad: list[dict] = []
+    for part, spec in (("train", train), ("test", test)):
+        rows: list[dict] = []
+        for name, split in parse_specs(spec):
+            records = read_hub(name, split) if hub else read_local(local_dir, name, split)
+            new = build_rows(tqdm(records, desc=f"{part}: {name}/{split}", unit="q"), name, split, template, index, bad)
+            if template == "rag" and new:
+                docs = fetch_documents(retriever_url, [r["extra_info"]["question"] for r in new], topk)
+                for r, d in zip(new, docs):
+                    r["prompt"] = make_messages(r["extra_info"]["question"], "rag", d)
+            index += len(new)
+            rows += new
+            summary["rows"][f"{part} {name}/{split}"] = len(new)
+        if rows:
+            path = out / f"{part}.parquet"
+            pd.DataFrame(rows).to_parquet(path, index=False)
+            summary["files"][part] = str(path)
+    for b in bad:
+        summary["bad"][f"{b['data_source']}/{b['split']}: {b['problem']}"] += 1
+    with open(out / "bad_rows.jsonl", "w") as f:
+        for b in bad:
+            f.write(json.dumps(b, ensure_ascii=False, default=str) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--local-dir", type=Path)
+    src.add_argument("--hub", action="store_true", help=f"load {HUB_DATASET} (needs network)")
+    p.add_argument("--out", type=Path, default=Path("data/search_r1"))
+    p.add_argument("--train", default=PAPER_TRAIN)
+    p.add_argument("--test", default=PAPER_TEST)
+    p.add_argument("--template", choices=["search_r1", "r1", "rag"], default="search_r1")
+    p.add_argument("--retriever-url", default=None, help="for --template rag")
+    p.add_argument("--topk", type=int, default=3)
+    args = p.parse_args(argv)
+    try:
+        summary = prepare(args.out, args.train, args.test, args.template, args.local_dir, args.hub,
+                          args.retriever_url, args.topk)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print("| source | rows |\n|---|---|")
+    for key, n in summary["rows"].items():
+        print(f"| {key} | {n} |")
+    if summary["bad"]:
+        print(f"\n{sum(summary['bad'].values())} bad rows written to {args.out / 'bad_rows.jsonl'}:")
+        for key, n in summary["bad"].items():
+            print(f"  {key}: {n}")
+    for part, path in summary["files"].items():
+        print(f"{part}: {path}")
+
+
+if __name__ == "__main__":
+    main()
