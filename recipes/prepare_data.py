@@ -24,19 +24,15 @@ import sys
 import urllib.request
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from tqdm import tqdm
 
 from search_r1_plugin.protocol import format_docs, make_messages
+from search_r1_plugin.qa_data import HUB_DATASET, PAPER_TEST_SPLITS, DataError, read_dataset
 
 PAPER_TRAIN = "nq:train,hotpotqa:train"
-PAPER_TEST = "nq:test,triviaqa:test,popqa:test,hotpotqa:dev,2wikimultihopqa:dev,musique:dev,bamboogle:test"
-HUB_DATASET = "RUC-NLPIR/FlashRAG_datasets"
-
-
-class DataError(RuntimeError):
-    """Input data missing or unusable; the message says which file or dataset."""
+PAPER_TEST = ",".join(f"{name}:{split}" for name, split in PAPER_TEST_SPLITS.items())
 
 
 def parse_specs(spec: str) -> list[tuple[str, str]]:
@@ -47,32 +43,6 @@ def parse_specs(spec: str) -> list[tuple[str, str]]:
         name, split = item.split(":", 1)
         out.append((name, split))
     return out
-
-
-def read_local(local_dir: Path, name: str, split: str) -> Iterator[dict]:
-    path = local_dir / name / f"{split}.jsonl"
-    if not path.is_file():
-        raise DataError(f"{path} not found (expected FlashRAG layout {{dir}}/{{dataset}}/{{split}}.jsonl)")
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield {"__error__": f"{path}:{lineno}: invalid JSON ({exc})"}
-
-
-def read_hub(name: str, split: str) -> Iterator[dict]:
-    try:
-        import datasets
-    except ImportError as exc:
-        raise DataError("--hub needs the datasets package: pip install 'search-r1-plugin[eval]'") from exc
-    try:
-        ds = datasets.load_dataset(HUB_DATASET, name, split=split)
-    except Exception as exc:
-        raise DataError(f"could not load {HUB_DATASET}/{name} split {split} from the hub ({exc}); offline? "
-                        "download the FlashRAG files and use --local-dir") from exc
-    yield from ds
 
 
 def fetch_documents(url: str, questions: list[str], topk: int) -> list[str]:
@@ -127,7 +97,7 @@ def prepare(out: Path, train: str, test: str, template: str, local_dir: Path | N
     for part, spec in (("train", train), ("test", test)):
         rows: list[dict] = []
         for name, split in parse_specs(spec):
-            records = read_hub(name, split) if hub else read_local(local_dir, name, split)
+            records = read_dataset(name, split, None if hub else local_dir)
             new = build_rows(tqdm(records, desc=f"{part}: {name}/{split}", unit="q"), name, split, template, index, bad)
             if template == "rag" and new:
                 docs = fetch_documents(retriever_url, [r["extra_info"]["question"] for r in new], topk)

@@ -1,0 +1,178 @@
+"""Run a method over benchmark datasets: resumable JSONL trajectories, Table-2 layout, comparison plot.
+
+Outputs in ``--output-dir``: ``trajectories/{dataset}.jsonl`` (one line per finished question,
+appended as it finishes, so a rerun skips what is done), ``scores.json``, ``table.md`` and
+``table.csv`` (datasets as columns, average last; rows EM, F1, sub-EM), and ``comparison.png``
+against the paper's row for the same model and method when the paper has one.
+A table is only written when every question of every dataset has a result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import urllib.request
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Optional
+
+from tqdm import tqdm
+
+from search_r1_plugin.evaluation.methods import METHODS, PAPER_METHOD_NAMES, MethodContext
+from search_r1_plugin.qa_data import read_dataset
+from search_r1_plugin.retrieval_client import RetrievalError
+from search_r1_plugin.reward import compute_score
+
+METRICS = ("em", "f1", "sub_em")
+
+
+def check_retriever(url: str) -> None:
+    base = url.rsplit("/retrieve", 1)[0]
+    try:
+        with urllib.request.urlopen(f"{base}/health", timeout=10) as resp:
+            status = json.loads(resp.read()).get("status")
+    except Exception as exc:
+        raise RetrievalError(f"retrieval server {url} is not reachable ({exc}); start it with "
+                             "`search-r1-retriever serve ...` or pass --retriever-url") from exc
+    if status != "ready":
+        raise RetrievalError(f"retrieval server {url} is not ready (status {status!r})")
+
+
+def load_questions(name: str, split: str, local_dir: Optional[Path], limit: Optional[int]) -> list[dict]:
+    rows = []
+    for rec in read_dataset(name, split, local_dir):
+        if "__error__" in rec or not rec.get("question") or not rec.get("golden_answers"):
+            raise ValueError(f"{name}/{split}: unusable row {rec!r}")
+        rows.append({"id": str(rec.get("id", len(rows))), "question": rec["question"],
+                     "golden_answers": list(rec["golden_answers"])})
+        if limit is not None and len(rows) >= limit:
+            break
+    return rows
+
+
+def score(name: str, result, golds: list[str]) -> dict[str, float]:
+    text = f"<answer>{result.answer}</answer>" if result.answer is not None else result.response
+    s = compute_score(name, text, {"target": golds})
+    return {k: s[k] for k in METRICS}
+
+
+async def run_dataset(method: str, name: str, rows: list[dict], ctx: MethodContext, out_file: Path,
+                      concurrency: int) -> None:
+    done = set()
+    if out_file.exists():
+        with open(out_file) as f:
+            done = {json.loads(line)["id"] for line in f if line.strip()}
+    todo = [r for r in rows if r["id"] not in done]
+    fn = METHODS[method]
+    sem = asyncio.Semaphore(concurrency)
+    bar = tqdm(total=len(rows), initial=len(rows) - len(todo), desc=f"{method} {name}", unit="q")
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+
+    async def one(row: dict) -> None:
+        async with sem:
+            result = await fn(row["question"], ctx)
+        line = {"id": row["id"], "question": row["question"], "golden_answers": row["golden_answers"],
+                "answer": result.answer, "searches": result.searches, "turns": result.turns,
+                "queries": result.queries, **score(name, result, row["golden_answers"]), "response": result.response}
+        with open(out_file, "a") as f:
+            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+        bar.update(1)
+
+    try:
+        await asyncio.gather(*[one(r) for r in todo])
+    finally:
+        bar.close()
+
+
+def aggregate(out_dir: Path, datasets: list[tuple[str, str]], expected: dict[str, int]) -> dict[str, dict[str, float]]:
+    scores: dict[str, dict[str, float]] = {}
+    for name, _ in datasets:
+        with open(out_dir / "trajectories" / f"{name}.jsonl") as f:
+            lines = {r["id"]: r for r in map(json.loads, filter(str.strip, f))}
+        if len(lines) != expected[name]:
+            raise RuntimeError(f"{name}: {len(lines)} of {expected[name]} questions finished; rerun to resume")
+        scores[name] = {m: sum(r[m] for r in lines.values()) / len(lines) for m in METRICS}
+        scores[name]["n"] = len(lines)
+    return scores
+
+
+def write_table(out_dir: Path, label: str, scores: dict[str, dict[str, float]]) -> str:
+    names = list(scores)
+    header = ["method", "metric", *names, "avg"]
+    rows = []
+    for m in METRICS:
+        vals = [scores[n][m] for n in names]
+        rows.append([label, m.upper().replace("_", "-"), *[f"{v:.3f}" for v in vals], f"{sum(vals) / len(vals):.3f}"])
+    with open(out_dir / "table.csv", "w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+    md = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n"
+    md += "".join("| " + " | ".join(r) + " |\n" for r in rows)
+    (out_dir / "table.md").write_text(md)
+    return md
+
+
+def paper_row(model: Optional[str], method: str, variant: str) -> Optional[dict[str, float]]:
+    if model is None:
+        return None
+    name = PAPER_METHOD_NAMES[method].format(variant=variant)
+    with files("search_r1_plugin.data").joinpath("paper_results.csv").open() as f:
+        for row in csv.DictReader(f):
+            if row["model"] == model and row["method"] == name:
+                return {k: float(v) for k, v in row.items() if k not in ("table", "model", "method")}
+    return None
+
+
+def plot(out_dir: Path, label: str, scores: dict[str, dict[str, float]], paper: Optional[dict[str, float]]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(scores)
+    ours = [scores[n]["em"] for n in names] + [sum(scores[n]["em"] for n in names) / len(names)]
+    labels = names + ["avg"]
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(labels)), 3.5))
+    width = 0.4
+    xs = range(len(labels))
+    ax.bar([x - width / 2 for x in xs], ours, width, label=label)
+    if paper:
+        ax.bar([x + width / 2 for x in xs], [paper.get(n, float("nan")) for n in names] + [paper.get("avg", float("nan"))],
+               width, label="paper")
+    ax.set_xticks(list(xs), labels, rotation=20)
+    ax.set_ylabel("exact match")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    fig.tight_layout()
+    path = out_dir / "comparison.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+async def evaluate(*, method: str, generate: Any, tokenizer: Any, datasets: list[tuple[str, str]],
+                   local_dir: Optional[Path], retriever_url: str, out_dir: Path, limit: Optional[int] = None,
+                   concurrency: int = 16, config: Any = None, label: str = "model", paper_model: Optional[str] = None,
+                   variant: str = "base") -> dict[str, Any]:
+    from search_r1_plugin.retrieval_client import RetrievalClient
+    from search_r1_plugin.settings import SearchR1Config
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
+    check_retriever(retriever_url)
+    config = config or SearchR1Config(retriever_url=retriever_url)
+    client = RetrievalClient(retriever_url, retries=config.retrieval_retries, backoff_s=config.retrieval_backoff_s)
+    ctx = MethodContext(generate=generate, tokenizer=tokenizer, retrieve=client.search, config=config)
+    expected = {}
+    try:
+        for name, split in datasets:
+            rows = load_questions(name, split, local_dir, limit)
+            expected[name] = len(rows)
+            await run_dataset(method, name, rows, ctx, out_dir / "trajectories" / f"{name}.jsonl", concurrency)
+    finally:
+        await client.close()
+    scores = aggregate(out_dir, datasets, expected)
+    (out_dir / "scores.json").write_text(json.dumps(scores, indent=2))
+    table = write_table(out_dir, f"{label} {method}", scores)
+    figure = plot(out_dir, f"{label} {method}", scores, paper_row(paper_model, method, variant))
+    return {"scores": scores, "table": table, "plot": figure}
