@@ -155,9 +155,14 @@ def test_builder_resumes_after_interruption(sample_world, minilm_path, tmp_path)
     shards = sorted((out / "shards_minilm").glob("emb_*.npy"))
     assert len(shards) == 2
     mtimes = {p: p.stat().st_mtime_ns for p in shards}
+    # a build killed while writing leaves only a temporary file, never a half shard
+    (out / "shards_minilm" / "emb_000000000080_000000000120.tmp.npy").write_bytes(b"garbage")
     summary = build_dense_index(sample_world["corpus"], minilm_path, out, index_type="HNSW32", shard_size=40)
     assert summary.shards_reused == 2 and all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
     assert summary.index_path.name == "minilm_HNSW32.index" and summary.passages == len(open(sample_world["corpus"]).readlines())
+    import faiss
+
+    assert faiss.read_index(str(summary.index_path)).ntotal == summary.passages
 
 
 def test_index_corpus_mismatch_is_reported(sample_world, dense_index, minilm_path, tmp_path):
