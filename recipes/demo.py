@@ -133,10 +133,14 @@ def main() -> None:
                           out / "server.log") as url:
         print(f"      {url} ready; [4/4] rolling out through verl's AgentLoopWorker")
         table, n = asyncio.run(rollout(model_dir, url, load_rows(world, args.limit), args.model, out))
-    print(f"\n| dataset | questions | EM | searches/question |\n|---|---|---|---|")
-    for name, (count, em, searches) in table.items():
-        print(f"| {name} | {count} | {em:.3f} | {searches:.2f} |")
-    print(f"\n{n} trajectories in {out / 'trajectories.jsonl'}; finished in {time.time() - t0:.0f} s")
+    from search_r1_plugin.evaluation.runner import plot, write_table
+
+    label = Path(args.model).name if args.model else "reader policy"
+    print("\n" + write_table(out, f"{label} search_r1", table))
+    print("searches per question: " + ", ".join(f"{k} {v['searches']:.2f}" for k, v in table.items()))
+    figure = plot(out, f"{label} search_r1", table, None)
+    print(f"{n} trajectories in {out / 'trajectories.jsonl'}; table in {out / 'table.md'}; plot {figure}; "
+          f"finished in {time.time() - t0:.0f} s")
 
 
 async def rollout(model_dir: str, url: str, rows: list[dict], model: str | None, out: Path):
@@ -155,20 +159,20 @@ async def rollout(model_dir: str, url: str, rows: list[dict], model: str | None,
     await close_shared_clients()
     resp_len = batch.batch["responses"].shape[1]
     lengths = batch.batch["attention_mask"][:, -resp_len:].sum(-1).tolist()
-    table: dict[str, list] = {}
+    table: dict[str, dict[str, float]] = {}
     with open(out / "trajectories.jsonl", "w") as f:
         for i, row in enumerate(rows):
             text = tokenizer.decode(batch.batch["responses"][i, : lengths[i]], skip_special_tokens=True)
-            em = float(batch.non_tensor_batch["em"][i])
-            searches = float(batch.non_tensor_batch["num_searches"][i])
+            metrics = {k: float(batch.non_tensor_batch[k][i]) for k in ("em", "f1", "sub_em")}
+            metrics["searches"] = float(batch.non_tensor_batch["num_searches"][i])
             f.write(json.dumps({"data_source": row["data_source"], "question": row["extra_info"]["question"],
                                 "golden_answers": list(row["reward_model"]["ground_truth"]["target"]),
-                                "em": em, "searches": searches, "response": text}) + "\n")
-            t = table.setdefault(row["data_source"], [0, 0.0, 0.0])
-            t[0] += 1
-            t[1] += em
-            t[2] += searches
-    return {k: (c, e / c, s / c) for k, (c, e, s) in table.items()}, len(rows)
+                                **metrics, "response": text}) + "\n")
+            totals = table.setdefault(row["data_source"], {"n": 0})
+            totals["n"] += 1
+            for k, v in metrics.items():
+                totals[k] = totals.get(k, 0.0) + v
+    return {name: {k: (v / t["n"] if k != "n" else v) for k, v in t.items()} for name, t in table.items()}, len(rows)
 
 
 if __name__ == "__main__":
