@@ -42,7 +42,10 @@ def _backend_loader(args: argparse.Namespace):
                 index = TorchExactIndex(np.asarray(emb), device=encoder.device)
             else:
                 index = load_faiss_index(args.index, gpu=args.faiss_gpu, nprobe=args.nprobe, ef_search=args.ef_search)
-            retriever = DenseRetriever(encoder, index)
+            rerank = None
+            if args.rerank_embeddings:
+                rerank = np.memmap(args.rerank_embeddings, dtype=np.float32, mode="r").reshape(-1, encoder.dim)
+            retriever = DenseRetriever(encoder, index, rerank_embeddings=rerank, rerank_k=args.rerank_k)
             desc = f"{args.retriever} {Path(args.index).name} + {args.encoder} on {encoder.device}"
         if len(retriever) != len(corpus):
             raise ValueError(f"index has {len(retriever)} entries but corpus {args.corpus} has {len(corpus)} passages")
@@ -102,6 +105,9 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--faiss-gpu", action="store_true", help="shard the index over all GPUs in fp16 (faiss-gpu)")
     s.add_argument("--nprobe", type=int, default=None, help="IVF probes")
     s.add_argument("--ef-search", type=int, default=None, help="HNSW efSearch")
+    s.add_argument("--rerank-embeddings", default=None,
+                   help="emb_{method}.memmap: re-score the index's candidates exactly from these on-disk vectors")
+    s.add_argument("--rerank-k", type=int, default=100, help="candidates fetched from the index for re-ranking")
     s.add_argument("--topk", type=int, default=3, help="default top-k when a request sends null")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)

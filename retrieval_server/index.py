@@ -48,23 +48,51 @@ def load_faiss_index(path: str | Path, *, gpu: bool = False, nprobe: int | None 
     return index
 
 
-class DenseRetriever:
-    """Encode queries, then one FAISS ``search`` for the whole batch."""
+def rerank_exact(queries: np.ndarray, ids: np.ndarray, embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Re-score candidate ``ids`` with exact inner products against ``embeddings`` (e.g. the builder's
+    on-disk ``emb_{method}.memmap``) and keep the best ``k``. Lets a compressed in-RAM index (IVF-PQ)
+    reach Flat-like recall while the full-precision vectors stay on disk; -1 ids stay last."""
+    n, cand = ids.shape
+    scores = np.full((n, cand), -np.inf, dtype=np.float32)
+    for i in range(n):
+        valid = ids[i] >= 0
+        if valid.any():
+            rows = ids[i][valid]
+            order = np.argsort(rows)  # sorted reads are kinder to a memory-mapped file
+            vecs = np.empty((len(rows), embeddings.shape[1]), dtype=np.float32)
+            vecs[order] = embeddings[rows[order]]
+            scores[i, valid] = vecs @ queries[i]
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    out_ids = np.take_along_axis(ids, top, 1)
+    out_scores = np.take_along_axis(scores, top, 1)
+    out_ids[~np.isfinite(out_scores)] = -1
+    return out_scores, out_ids
 
-    def __init__(self, encoder, index) -> None:
+
+class DenseRetriever:
+    """Encode queries, then one FAISS ``search`` for the whole batch (optionally re-ranked exactly)."""
+
+    def __init__(self, encoder, index, rerank_embeddings: np.ndarray | None = None, rerank_k: int = 100) -> None:
         self.encoder = encoder
         self.index = index
+        self.rerank_embeddings = rerank_embeddings
+        self.rerank_k = rerank_k
         if index.d != encoder.dim:
             raise ValueError(f"index dimension {index.d} != encoder dimension {encoder.dim}: "
                              "was the index built with another encoder?")
+        if rerank_embeddings is not None and rerank_embeddings.shape != (index.ntotal, index.d):
+            raise ValueError(f"re-rank embeddings have shape {rerank_embeddings.shape}, index has "
+                             f"{index.ntotal} × {index.d}")
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
 
     def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         emb = self.encoder.encode(list(queries), is_query=True, batch_size=256)  # short texts: big batches
-        scores, ids = self.index.search(emb, k)
-        return scores, ids
+        if self.rerank_embeddings is None:
+            return self.index.search(emb, k)
+        _, cand = self.index.search(emb, max(k, self.rerank_k))
+        return rerank_exact(emb, cand, self.rerank_embeddings, k)
 
 
 class TorchExactIndex:

