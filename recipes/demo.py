@@ -19,7 +19,6 @@ retriever working end to end, and gives an upper-bound-style sanity number.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import re
@@ -132,7 +131,7 @@ def main() -> None:
     with retrieval_server(["--index", str(index.index_path), "--corpus", str(world["corpus"]), "--encoder", encoder],
                           out / "server.log") as url:
         print(f"      {url} ready; [4/4] rolling out through verl's AgentLoopWorker")
-        table, n = asyncio.run(rollout(model_dir, url, load_rows(world, args.limit), args.model, out))
+        table, n = rollout(model_dir, url, load_rows(world, args.limit), args.model, out)
     from search_r1_plugin.evaluation.runner import plot, write_table
 
     label = Path(args.model).name if args.model else "reader policy"
@@ -143,20 +142,17 @@ def main() -> None:
           f"finished in {time.time() - t0:.0f} s")
 
 
-async def rollout(model_dir: str, url: str, rows: list[dict], model: str | None, out: Path):
+def rollout(model_dir: str, url: str, rows: list[dict], model: str | None, out: Path):
     from transformers import AutoTokenizer
 
-    from search_r1_plugin.retrieval_client import close_shared_clients
-    from search_r1_plugin.testing.verl_harness import FunctionLLM, compose_trainer_config, make_agent_loop_worker, make_batch
+    from search_r1_plugin.testing.verl_harness import FunctionLLM, compose_trainer_config, run_agent_loop_batch
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     config = compose_trainer_config("ppo", [
         f"actor_rollout_ref.model.path={model_dir}", f"search_r1.retriever_url={url}/retrieve",
         "data.max_prompt_length=512", "data.max_response_length=2048", "search_r1.max_turn_tokens=200"])
     policy = hf_policy(model, tokenizer) if model else reader_policy(tokenizer)
-    worker = make_agent_loop_worker(config, FunctionLLM(policy))
-    batch = await worker.generate_sequences(make_batch(rows, validate=True))
-    await close_shared_clients()
+    batch = run_agent_loop_batch(config, FunctionLLM(policy), rows, validate=True)
     resp_len = batch.batch["responses"].shape[1]
     lengths = batch.batch["attention_mask"][:, -resp_len:].sum(-1).tolist()
     table: dict[str, dict[str, float]] = {}

@@ -14,7 +14,6 @@ Without ``--data`` it prepares the sample world first.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import tempfile
 from pathlib import Path
@@ -31,18 +30,6 @@ def spans(tokenizer, ids, mask, adv):
             out.append((int(mask[start]), float(adv[start:i].mean()), text))
             start = i
     return out
-
-
-async def rollout(cfg, rows, tokenizer):
-    from recipes.demo import reader_policy
-    from search_r1_plugin.retrieval_client import close_shared_clients
-    from search_r1_plugin.testing.verl_harness import FunctionLLM, make_agent_loop_worker, make_batch
-
-    worker = make_agent_loop_worker(cfg, FunctionLLM(reader_policy(tokenizer)))
-    try:
-        return await worker.generate_sequences(make_batch(rows))
-    finally:
-        await close_shared_clients()
 
 
 def main() -> None:
@@ -63,7 +50,8 @@ def main() -> None:
     from retrieval_server.builder import build_bm25_index
     from search_r1_plugin.testing.server_process import retrieval_server
     from search_r1_plugin.testing.tiny_model import build_tiny_qwen2
-    from search_r1_plugin.testing.verl_harness import compose_trainer_config
+    from recipes.demo import reader_policy
+    from search_r1_plugin.testing.verl_harness import FunctionLLM, compose_trainer_config, run_agent_loop_batch
 
     work = Path(tempfile.mkdtemp(prefix="search_r1_dry_run_"))
     world = write_world(work / "world", num_people=60)
@@ -87,7 +75,7 @@ def main() -> None:
             row = {"prompt": list(batch["raw_prompt"][i]), "data_source": batch["data_source"][i],
                    "reward_model": batch["reward_model"][i], "extra_info": dict(batch["extra_info"][i])}
             rows += [row] * n  # verl repeats each question rollout.n times (a GRPO group)
-        out = asyncio.run(rollout(cfg, rows, tokenizer))
+        out = run_agent_loop_batch(cfg, FunctionLLM(reader_policy(tokenizer)), rows)
     mask = out.batch["response_mask"].float()
     scores = out.batch["rm_scores"]
     if cfg.algorithm.adv_estimator == "gae":

@@ -19,9 +19,9 @@ put in the prompt).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
@@ -46,14 +46,21 @@ def parse_specs(spec: str) -> list[tuple[str, str]]:
 
 
 def fetch_documents(url: str, questions: list[str], topk: int) -> list[str]:
-    payload = json.dumps({"queries": questions, "topk": topk, "return_scores": True}).encode()
-    req = urllib.request.Request(url, data=payload, headers={"content-type": "application/json"})
+    """Top-k passages per question, formatted as the agent loop formats them (the shared client
+    coalesces the questions into server-sized batches and retries)."""
+    from search_r1_plugin.retrieval_client import RetrievalClient, RetrievalError
+
+    async def fetch() -> list[list[dict]]:
+        client = RetrievalClient(url)
+        try:
+            return await asyncio.gather(*[client.search(q, topk) for q in questions])
+        finally:
+            await client.close()
+
     try:
-        with urllib.request.urlopen(req, timeout=300) as resp:
-            result = json.loads(resp.read())["result"]
-    except OSError as exc:
-        raise DataError(f"retrieval server {url} unreachable for the rag template: {exc}") from exc
-    return [format_docs(docs) for docs in result]
+        return [format_docs(docs) for docs in asyncio.run(fetch())]
+    except RetrievalError as exc:
+        raise DataError(f"rag template: {exc}") from exc
 
 
 def build_rows(records: Iterable[dict], name: str, split: str, template: str, start_index: int,

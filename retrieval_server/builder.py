@@ -1,12 +1,14 @@
 """Index builder: corpus jsonl → ``{method}_{faiss_type}.index`` (or a BM25 folder).
 
 Embeddings are computed in shards of ``shard_size`` passages, each written to
-``<out>/shards/emb_<start>.npy`` as soon as it is done, so an interrupted build
-resumes where it stopped (finished shards are not recomputed). Then the shards
-are optionally written as the original raw ``emb_{method}.memmap`` (float32,
-N × dim) and added to a FAISS index built from a factory string (``Flat``,
-``HNSW64``, ``IVF4096,PQ96``…; IVF/PQ are trained on a sample first). Output
-names follow the original builder, so the server loads either.
+``<out>/shards_{method}/emb_<start>_<stop>.npy`` as soon as it is done, so an
+interrupted build resumes where it stopped (finished shards are not recomputed).
+The shards are copied one at a time into the original raw ``emb_{method}.memmap``
+(float32, N × dim; kept with ``save_embedding``, e.g. for the server's
+``--rerank-embeddings``) and added in chunks to a FAISS index built from a factory
+string (``Flat``, ``HNSW64``, ``IVF4096,PQ96``…; IVF/PQ are trained on a sample
+first). RAM holds one shard plus the index, never all embeddings. Output names
+follow the original builder, so the server loads either.
 """
 
 from __future__ import annotations
@@ -45,12 +47,18 @@ def faiss_type_name(factory: str) -> str:
     return factory.replace(",", "_")
 
 
-def encode_corpus(corpus: Corpus, encoder: Encoder, shard_dir: Path, *, shard_size: int = 10000,
+def encode_corpus(corpus: Corpus, encoder: Encoder, shard_dir: Path, out_path: Path, *, shard_size: int = 10000,
                   batch_size: int = 64, limit: int | None = None) -> tuple[np.ndarray, int]:
-    """All passage embeddings, reusing shards already on disk; returns (embeddings, shards reused)."""
+    """All passage embeddings as a float32 memmap at ``out_path`` (N × dim, the original raw format).
+
+    Shards already on disk are reused; each shard is copied into the memmap and released, so the
+    builder never holds more than one shard in RAM (wiki-18 is 64 GB of float32).
+    Returns (read-only memmap, shards reused).
+    """
     shard_dir.mkdir(parents=True, exist_ok=True)
     n = len(corpus) if limit is None else min(limit, len(corpus))
-    parts, reused = [], 0
+    out = np.memmap(out_path, dtype=np.float32, mode="w+", shape=(max(n, 1), encoder.dim))
+    reused = 0
     with tqdm(total=n, desc="encoding passages", unit="psg") as bar:
         for start in range(0, n, shard_size):
             stop = min(start + shard_size, n)
@@ -64,24 +72,26 @@ def encode_corpus(corpus: Corpus, encoder: Encoder, shard_dir: Path, *, shard_si
                 tmp = path.with_suffix(".tmp.npy")
                 np.save(tmp, emb)
                 tmp.rename(path)  # atomic: a killed build never leaves a half shard
-            parts.append(emb)
+            out[start:stop] = emb
             bar.update(stop - start)
-    dim = encoder.dim
-    return (np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)), reused
+    out.flush()
+    del out
+    return np.memmap(out_path, dtype=np.float32, mode="r", shape=(n, encoder.dim)), reused
 
 
 def build_faiss(embeddings: np.ndarray, factory: str, *, train_size: int = 200_000, seed: int = 0):
+    """FAISS index from (possibly memory-mapped) embeddings, trained on a sample and filled in chunks."""
     import faiss
 
     index = faiss.index_factory(embeddings.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
         rng = np.random.default_rng(seed)
-        sample = embeddings[rng.choice(len(embeddings), min(train_size, len(embeddings)), replace=False)]
-        logger.info("training %s on %d vectors", factory, len(sample))
-        index.train(sample)
+        rows = np.sort(rng.choice(len(embeddings), min(train_size, len(embeddings)), replace=False))
+        logger.info("training %s on %d vectors", factory, len(rows))
+        index.train(np.ascontiguousarray(embeddings[rows]))
     step = 100_000
     for lo in tqdm(range(0, len(embeddings), step), desc=f"adding to {factory}"):
-        index.add(embeddings[lo: lo + step])
+        index.add(np.ascontiguousarray(embeddings[lo: lo + step]))
     return index
 
 
@@ -97,16 +107,17 @@ def build_dense_index(corpus_path: str | Path, encoder_name: str, out_dir: str |
     corpus = Corpus(corpus_path)
     encoder = Encoder(encoder_name, device=device, dtype=dtype, use_sentence_transformers=use_sentence_transformers)
     method = method_name(encoder_name)
-    emb, reused = encode_corpus(corpus, encoder, out_dir / f"shards_{method}", shard_size=shard_size,
+    emb_path = out_dir / f"emb_{method}.memmap"
+    emb, reused = encode_corpus(corpus, encoder, out_dir / f"shards_{method}", emb_path, shard_size=shard_size,
                                 batch_size=batch_size, limit=limit)
-    if save_embedding:
-        mm = np.memmap(out_dir / f"emb_{method}.memmap", dtype=np.float32, mode="w+", shape=emb.shape)
-        mm[:] = emb
-        mm.flush()
     index = build_faiss(emb, index_type)
     path = out_dir / f"{method}_{faiss_type_name(index_type)}.index"
     faiss.write_index(index, str(path))
-    return BuildSummary(len(emb), emb.shape[1], index_type, path, path.stat().st_size, time.perf_counter() - t0, reused)
+    n, dim = emb.shape
+    del emb
+    if not save_embedding:
+        emb_path.unlink()
+    return BuildSummary(n, dim, index_type, path, path.stat().st_size, time.perf_counter() - t0, reused)
 
 
 def build_bm25_index(corpus_path: str | Path, out_dir: str | Path) -> BuildSummary:

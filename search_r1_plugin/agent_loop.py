@@ -12,7 +12,6 @@ agent-loop YAML (``rollout.agent.agent_loop_config_path``) override them.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 from uuid import uuid4
 
@@ -25,24 +24,29 @@ from search_r1_plugin.protocol import STOP_STRINGS
 from search_r1_plugin.retrieval_client import client_from_config
 from search_r1_plugin.rollout import ObservationEncoder, run_trajectory
 
-logger = logging.getLogger(__name__)
-
 _CONFIG_FIELDS = set(SearchR1Config.__dataclass_fields__)
-_ENCODERS: dict[int, ObservationEncoder] = {}
+# verl builds one agent loop per trajectory; what depends only on the worker's tokenizer or trainer
+# config is built once per process (keyed by object identity, the object kept to rule out id reuse).
+_ENCODERS: dict[int, tuple[Any, ObservationEncoder]] = {}
+_CONFIGS: dict[tuple, tuple[Any, SearchR1Config]] = {}
 
 
 def _observation_encoder(tokenizer: Any) -> ObservationEncoder:
-    enc = _ENCODERS.get(id(tokenizer))
-    if enc is None or enc.tokenizer is not tokenizer:
-        enc = _ENCODERS[id(tokenizer)] = ObservationEncoder(tokenizer)
-    return enc
+    hit = _ENCODERS.get(id(tokenizer))
+    if hit is None or hit[0] is not tokenizer:
+        hit = _ENCODERS[id(tokenizer)] = (tokenizer, ObservationEncoder(tokenizer))
+    return hit[1]
 
 
 def config_from_trainer(trainer_config: Any, **overrides: Any) -> SearchR1Config:
     """``search_r1:`` block of the trainer config (absent → paper defaults) + agent-loop kwargs."""
-    block = trainer_config.get("search_r1") if trainer_config is not None else None
-    values = OmegaConf.to_container(block, resolve=True) if block is not None else {}
-    return SearchR1Config.from_mapping(values, **overrides)
+    key = (id(trainer_config), tuple(sorted(overrides.items())))
+    hit = _CONFIGS.get(key)
+    if hit is None or hit[0] is not trainer_config:
+        block = trainer_config.get("search_r1") if trainer_config is not None else None
+        values = OmegaConf.to_container(block, resolve=True) if block is not None else {}
+        hit = _CONFIGS[key] = (trainer_config, SearchR1Config.from_mapping(values, **overrides))
+    return hit[1]
 
 
 @register("search_r1")

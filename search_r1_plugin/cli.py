@@ -34,20 +34,18 @@ def _eval(args: argparse.Namespace) -> int:
 def _ask(args: argparse.Namespace) -> int:
     from search_r1_plugin.evaluation.backends import make_generator
     from search_r1_plugin.evaluation.methods import METHODS, MethodContext
-    from search_r1_plugin.evaluation.runner import check_retriever
     from search_r1_plugin.evaluation.trace import TracePrinter
-    from search_r1_plugin.retrieval_client import RetrievalClient
+    from search_r1_plugin.retrieval_client import check_ready, client_from_config
     from search_r1_plugin.settings import SearchR1Config
 
-    check_retriever(args.retriever_url)
+    check_ready(args.retriever_url)
     gen = make_generator(args.model, args.backend, args.temperature)
+    config = SearchR1Config(retriever_url=args.retriever_url, topk=args.topk)
 
     async def go():
-        client = RetrievalClient(args.retriever_url)
+        client = client_from_config(config)
         try:
-            ctx = MethodContext(gen, gen.tokenizer, client.search,
-                                SearchR1Config(retriever_url=args.retriever_url, topk=args.topk),
-                                on_event=TracePrinter())
+            ctx = MethodContext(gen, gen.tokenizer, client.search, config, on_event=TracePrinter())
             return await METHODS[args.method](args.question, ctx)
         finally:
             await client.close()

@@ -9,8 +9,6 @@ then confirms each piece and the retriever.
 from __future__ import annotations
 
 import importlib
-import json
-import urllib.request
 from importlib.metadata import PackageNotFoundError, entry_points, version
 
 
@@ -53,14 +51,13 @@ def run_checks(retriever_url: str | None) -> list[tuple[bool, str]]:
     except Exception as exc:
         checks.append((False, f"presets not found: {exc!r}"))
     if retriever_url:
+        from search_r1_plugin.retrieval_client import RetrievalError, server_health
+
         try:
-            base = retriever_url.rsplit("/retrieve", 1)[0]
-            with urllib.request.urlopen(f"{base}/health", timeout=5) as resp:
-                body = json.loads(resp.read())
-            checks.append((body.get("status") == "ready", f"retriever {base}: {body}"))
-        except Exception as exc:
-            checks.append((False, f"retriever {retriever_url} unreachable: {exc} "
-                                  "(start it with `search-r1-retriever serve ...`)"))
+            body = server_health(retriever_url, timeout_s=5)
+            checks.append((body.get("status") == "ready", f"retriever {retriever_url}: {body}"))
+        except RetrievalError as exc:
+            checks.append((False, str(exc)))
     for pkg in ("torch", "transformers", "vllm", "ray"):
         checks.append((True, f"{pkg} {_version(pkg)}"))
     return checks

@@ -1,8 +1,8 @@
 """Async client of a Search-R1 ``/retrieve`` server, shared by all trajectories of a process.
 
 Trajectories call :meth:`RetrievalClient.search` one query at a time; the client
-coalesces the queries that arrive within ``max_wait_ms`` (up to ``max_batch``)
-into one HTTP request, so hundreds of concurrent rollouts make a handful of
+coalesces the queries that arrive within ``max_wait_ms`` (up to ``max_batch``
+distinct ones; a repeated query is sent once) into one HTTP request, so hundreds of concurrent rollouts make a handful of
 requests. Each request has a timeout and is retried with exponential backoff;
 when the budget is spent the waiting trajectories get :class:`RetrievalError`
 naming the URL, never an empty ``<information>``. An optional LRU cache keyed
@@ -12,7 +12,10 @@ by (query, topk) skips the network for repeated queries.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import urllib.error
+import urllib.request
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,7 +61,7 @@ class RetrievalClient:
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.stats = ClientStats()
         self._cache: OrderedDict[tuple[str, int], list[dict[str, Any]]] = OrderedDict()
-        self._pending: dict[int, list[tuple[str, asyncio.Future]]] = {}
+        self._pending: dict[int, dict[str, list[asyncio.Future]]] = {}
         self._flushers: dict[int, asyncio.Task] = {}
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -76,8 +79,10 @@ class RetrievalClient:
         if self._state_loop is not loop:  # a new event loop: batches of the old one are gone
             self._pending, self._flushers, self._state_loop = {}, {}, loop
         fut = loop.create_future()
-        bucket = self._pending.setdefault(topk, [])
-        bucket.append((query, fut))
+        # Waiters are grouped by query, so a repeated query (e.g. a GRPO group asking the same thing)
+        # costs one slot of the batch and is sent once.
+        bucket = self._pending.setdefault(topk, {})
+        bucket.setdefault(query, []).append(fut)
         if len(bucket) >= self.max_batch:
             self._start_flush(topk, immediate=True)
         elif topk not in self._flushers:
@@ -109,25 +114,23 @@ class RetrievalClient:
         if delay:
             await asyncio.sleep(delay)
         self._flushers.pop(topk, None)
-        batch = self._pending.pop(topk, [])
-        while batch:
-            chunk, batch = batch[: self.max_batch], batch[self.max_batch :]
-            asyncio.get_running_loop().create_task(self._send(chunk, topk))
+        waiting = list(self._pending.pop(topk, {}).items())
+        for lo in range(0, len(waiting), self.max_batch):
+            asyncio.get_running_loop().create_task(self._send(waiting[lo: lo + self.max_batch], topk))
 
-    async def _send(self, chunk: list[tuple[str, asyncio.Future]], topk: int) -> None:
-        # Deduplicate inside the batch: identical queries cost one slot.
-        unique = list(dict.fromkeys(q for q, _ in chunk))
+    async def _send(self, chunk: list[tuple[str, list[asyncio.Future]]], topk: int) -> None:
         try:
-            results = await self._post_with_retries(unique, topk)
+            results = await self._post_with_retries([query for query, _ in chunk], topk)
         except Exception as exc:  # propagate to every waiting trajectory
-            for _, fut in chunk:
-                if not fut.done():
-                    fut.set_exception(exc)
+            for _, futures in chunk:
+                for fut in futures:
+                    if not fut.done():
+                        fut.set_exception(exc)
             return
-        by_query = dict(zip(unique, results))
-        for query, fut in chunk:
-            if not fut.done():
-                fut.set_result(by_query[query])
+        for (_, futures), result in zip(chunk, results):
+            for fut in futures:
+                if not fut.done():
+                    fut.set_result(result)
 
     # ---- HTTP -------------------------------------------------------------------------------
     def _get_session(self) -> aiohttp.ClientSession:
@@ -175,6 +178,26 @@ class RetrievalClient:
             f"retrieval server {self.url} unreachable after {self.retries + 1} attempts "
             f"(last error: {last_error!r}); is it running? start it with `search-r1-retriever serve`"
         )
+
+
+def server_health(url: str, timeout_s: float = 10.0) -> dict[str, Any]:
+    """``GET /health`` of the server behind a ``…/retrieve`` URL; RetrievalError naming the URL if unreachable."""
+    base = url.rsplit("/retrieve", 1)[0]
+    try:
+        with urllib.request.urlopen(f"{base}/health", timeout=timeout_s) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:  # 503 while loading or after a failed load: the body says why
+        return json.loads(exc.read() or b"{}") or {"status": f"HTTP {exc.code}"}
+    except Exception as exc:
+        raise RetrievalError(f"retrieval server {url} unreachable ({exc}); start it with "
+                             "`search-r1-retriever serve ...` or pass the right URL") from exc
+
+
+def check_ready(url: str) -> None:
+    """Fail before any work if the retriever is down or still loading."""
+    status = server_health(url).get("status")
+    if status != "ready":
+        raise RetrievalError(f"retrieval server {url} is not ready (status {status!r})")
 
 
 _CLIENTS: dict[tuple, RetrievalClient] = {}

@@ -11,5 +11,3 @@ masking needs no hook on verl 0.9.1 (see ``docs/masking.md``).
 """
 
 from search_r1_plugin import agent_loop  # noqa: F401  (registers "search_r1")
-
-AGENT_LOOP_NAME = "search_r1"

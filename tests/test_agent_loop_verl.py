@@ -1,14 +1,12 @@
 """The agent loop inside verl's real AgentLoopWorker + RewardLoopWorker, retrieval over HTTP."""
 
-import asyncio
 import json
 
 import pytest
 import torch
 
 from search_r1_plugin.protocol import make_messages
-from search_r1_plugin.retrieval_client import close_shared_clients
-from search_r1_plugin.testing.verl_harness import FunctionLLM, compose_trainer_config, make_agent_loop_worker, make_batch
+from search_r1_plugin.testing.verl_harness import FunctionLLM, compose_trainer_config, run_agent_loop_batch
 
 RESPONSE_LENGTH = 400
 
@@ -51,13 +49,7 @@ def scripted_policy(tokenizer, rows, *, answer_right=True):
 
 
 def run_worker(config, llm, rows):
-    async def go():  # verl's workers bind the running event loop at construction
-        worker = make_agent_loop_worker(config, llm)
-        try:
-            return await worker.generate_sequences(make_batch(rows))
-        finally:
-            await close_shared_clients()
-    return asyncio.run(go())
+    return run_agent_loop_batch(config, llm, rows)
 
 
 @pytest.mark.parametrize("mask", [True, False])

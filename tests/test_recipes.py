@@ -92,7 +92,11 @@ def test_prepare_data_golden(sample_world, tmp_path):
     from recipes.prepare_data import prepare
     from search_r1_plugin.protocol import make_prompt
 
-    root = sample_world["corpus"].parent
+    import shutil
+
+    root = tmp_path / "world"  # a private copy: the session's sample world is shared by other tests
+    shutil.copytree(sample_world["corpus"].parent, root)
+    tmp_path = tmp_path / "out"
     # a bad row must be reported, not dropped silently
     with open(root / "sample_nq" / "train.jsonl", "a") as f:
         f.write(json.dumps({"id": "bad1", "question": "  ", "golden_answers": ["x"]}) + "\n")
@@ -144,3 +148,15 @@ def test_dry_run_grpo_prints_masks_and_advantages():
     spans = [l for l in out.stdout.splitlines() if l.startswith("  0 |") or l.startswith("  1 |")]
     assert any(l.startswith("  0 | +0.000 | '\\n\\n<information>") for l in spans)  # GRPO: zero on observations
     assert spans[-1].startswith("  1 |") and "</answer>" in spans[-1]
+
+
+def test_prepare_data_rag_template_puts_passages_in_prompt(sample_world, bm25_server, tmp_path):
+    from recipes.prepare_data import prepare
+
+    prepare(tmp_path, "sample_nq:train", "", "rag", sample_world["corpus"].parent, False,
+            retriever_url=f"{bm25_server}/retrieve", topk=2)
+    rows = pd.read_parquet(tmp_path / "train.parquet")
+    first = json.loads(open(sample_world["corpus"].parent / "sample_nq" / "train.jsonl").readline())
+    content = rows.iloc[0].prompt[0]["content"]
+    assert "Documents:\nDoc 1(Title: " in content and "Doc 2(Title: " in content and "Doc 3(" not in content
+    assert content.endswith(f"Question: {first['question']}?\n")

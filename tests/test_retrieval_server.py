@@ -159,6 +159,7 @@ def test_builder_resumes_after_interruption(sample_world, minilm_path, tmp_path)
     (out / "shards_minilm" / "emb_000000000080_000000000120.tmp.npy").write_bytes(b"garbage")
     summary = build_dense_index(sample_world["corpus"], minilm_path, out, index_type="HNSW32", shard_size=40)
     assert summary.shards_reused == 2 and all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
+    assert not (out / "emb_minilm.memmap").exists()  # the raw embeddings are kept only with --save-embedding
     assert summary.index_path.name == "minilm_HNSW32.index" and summary.passages == len(open(sample_world["corpus"]).readlines())
     import faiss
 

@@ -12,7 +12,6 @@ All of them return the sampled token ids unchanged; callers never re-tokenise mo
 from __future__ import annotations
 
 import asyncio
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Optional, Sequence
 
@@ -112,7 +111,6 @@ class ScriptedGenerator:
     def __init__(self, tokenizer: Any, policy: Callable[[str, Sequence[str]], str]) -> None:
         self.tokenizer = tokenizer
         self.policy = policy
-        self.lock = threading.Lock()
 
     async def __call__(self, context_ids: list[int], max_tokens: int, stop: Sequence[str] = STOP_STRINGS):
         text = self.policy(self.tokenizer.decode(context_ids), stop)

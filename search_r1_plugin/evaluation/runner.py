@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
-import urllib.request
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Optional
@@ -21,22 +20,9 @@ from tqdm import tqdm
 
 from search_r1_plugin.evaluation.methods import METHODS, PAPER_METHOD_NAMES, MethodContext
 from search_r1_plugin.qa_data import read_dataset
-from search_r1_plugin.retrieval_client import RetrievalError
 from search_r1_plugin.reward import compute_score
 
 METRICS = ("em", "f1", "sub_em")
-
-
-def check_retriever(url: str) -> None:
-    base = url.rsplit("/retrieve", 1)[0]
-    try:
-        with urllib.request.urlopen(f"{base}/health", timeout=10) as resp:
-            status = json.loads(resp.read()).get("status")
-    except Exception as exc:
-        raise RetrievalError(f"retrieval server {url} is not reachable ({exc}); start it with "
-                             "`search-r1-retriever serve ...` or pass --retriever-url") from exc
-    if status != "ready":
-        raise RetrievalError(f"retrieval server {url} is not ready (status {status!r})")
 
 
 def load_questions(name: str, split: str, local_dir: Optional[Path], limit: Optional[int]) -> list[dict]:
@@ -154,14 +140,14 @@ async def evaluate(*, method: str, generate: Any, tokenizer: Any, datasets: list
                    local_dir: Optional[Path], retriever_url: str, out_dir: Path, limit: Optional[int] = None,
                    concurrency: int = 16, config: Any = None, label: str = "model", paper_model: Optional[str] = None,
                    variant: str = "base") -> dict[str, Any]:
-    from search_r1_plugin.retrieval_client import RetrievalClient
+    from search_r1_plugin.retrieval_client import check_ready, client_from_config
     from search_r1_plugin.settings import SearchR1Config
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
-    check_retriever(retriever_url)
+    check_ready(retriever_url)
     config = config or SearchR1Config(retriever_url=retriever_url)
-    client = RetrievalClient(retriever_url, retries=config.retrieval_retries, backoff_s=config.retrieval_backoff_s)
+    client = client_from_config(config)
     ctx = MethodContext(generate=generate, tokenizer=tokenizer, retrieve=client.search, config=config)
     expected = {}
     try:

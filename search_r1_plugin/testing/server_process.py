@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
+
+from search_r1_plugin.retrieval_client import RetrievalError, server_health
 
 
 def free_port() -> int:
@@ -28,15 +27,13 @@ def wait_ready(base_url: str, proc: subprocess.Popen, timeout_s: float = 120.0, 
             detail = log.read_text()[-3000:] if log and log.exists() else ""
             raise RuntimeError(f"retrieval server exited with code {proc.returncode}:\n{detail}")
         try:
-            with urllib.request.urlopen(f"{base_url}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except urllib.error.HTTPError as exc:  # 503: loading, or failed with the reason
-            body = json.loads(exc.read() or b"{}")
-            if body.get("status") == "failed":
-                raise RuntimeError(f"retrieval server failed to load: {body.get('error')}")
-        except OSError:
-            pass
+            health = server_health(f"{base_url}/retrieve", timeout_s=2)
+        except RetrievalError:
+            health = {}
+        if health.get("status") == "ready":
+            return
+        if health.get("status") == "failed":
+            raise RuntimeError(f"retrieval server failed to load: {health.get('error')}")
         time.sleep(0.2)
     raise TimeoutError(f"retrieval server at {base_url} not ready after {timeout_s} s")
 

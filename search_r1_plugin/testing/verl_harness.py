@@ -48,6 +48,23 @@ def make_agent_loop_worker(config: Any, llm_client: Any, with_reward: bool = Tru
     return AgentLoopWorker(config, llm_client, teacher_client=None, reward_loop_worker_handles=handles)
 
 
+def run_agent_loop_batch(config: Any, llm_client: Any, rows: Sequence[dict[str, Any]], validate: bool = False) -> Any:
+    """``generate_sequences`` on ``rows`` in a fresh event loop; verl's workers bind the running loop
+    at construction, so they are built inside it, and the shared retrieval sessions are closed after."""
+    import asyncio
+
+    from search_r1_plugin.retrieval_client import close_shared_clients
+
+    async def go() -> Any:
+        worker = make_agent_loop_worker(config, llm_client)
+        try:
+            return await worker.generate_sequences(make_batch(rows, validate=validate))
+        finally:
+            await close_shared_clients()
+
+    return asyncio.run(go())
+
+
 def make_batch(rows: Sequence[dict[str, Any]], agent_name: str = "search_r1", validate: bool = False) -> Any:
     """A ``DataProto`` with the non-tensor columns ``RLHFDataset`` produces for our parquet rows."""
     from verl import DataProto
