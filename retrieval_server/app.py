@@ -65,10 +65,12 @@ class Limits:
 
 @dataclass
 class Backend:
-    """What the loader returns: ``search(queries, k) -> (scores, ids)`` and ``document(i) -> dict``."""
+    """What the loader returns: ``search(queries, k) -> (scores, hits)``, both ``len(queries) × k``, and
+    ``document(hit) -> dict | None``. Hits are corpus row ids for our retrievers (-1: no hit) and the
+    documents themselves for FlashRAG; ``None`` means "no hit here" and is left out of the response."""
 
     search: Callable
-    document: Callable[[int], dict[str, Any]]
+    document: Callable[[Any], Optional[dict[str, Any]]]
     size: int
     description: str
 
@@ -161,10 +163,10 @@ def create_app(
         result = []
         for row_scores, row_ids in zip(scores, ids):
             docs = []
-            for s, i in zip(row_scores.tolist(), row_ids.tolist()):
-                if i < 0:  # fewer hits than asked: never map -1 to a real passage
+            for s, hit in zip(row_scores.tolist(), row_ids.tolist()):
+                doc = backend.document(hit)
+                if doc is None:  # fewer hits than asked: never map -1 to a real passage
                     continue
-                doc = backend.document(int(i))
                 docs.append({"document": doc, "score": float(s)} if req.return_scores else doc)
             result.append(docs)
         metrics.observe_request(len(req.queries), time.perf_counter() - t0)

@@ -28,6 +28,13 @@ def _backend_loader(args: argparse.Namespace):
         from retrieval_server.corpus import Corpus
         from retrieval_server.index import BM25Retriever, DenseRetriever, TorchExactIndex, load_faiss_index
 
+        if args.retriever == "flashrag":
+            from retrieval_server.flashrag_backend import FlashRAGRetriever
+
+            retriever = FlashRAGRetriever.from_config(args.flashrag_config, index_path=args.index,
+                                                      corpus_path=args.corpus, retrieval_topk=args.topk)
+            return Backend(search=retriever.search, document=lambda doc: doc, size=len(retriever),
+                           description=f"flashrag {args.flashrag_config}")
         corpus = Corpus(args.corpus)
         if args.retriever == "bm25":
             retriever = BM25Retriever(args.index)
@@ -51,7 +58,7 @@ def _backend_loader(args: argparse.Namespace):
             raise ValueError(f"index has {len(retriever)} entries but corpus {args.corpus} has {len(corpus)} passages")
         if args.retriever == "bm25":  # numba/JIT warm-up so the first request is not slow
             retriever.search(["warm up"], 1)
-        return Backend(search=retriever.search, document=corpus.__getitem__, size=len(corpus), description=desc)
+        return Backend(search=retriever.search, document=corpus.hit, size=len(corpus), description=desc)
 
     return load
 
@@ -61,6 +68,10 @@ def serve(args: argparse.Namespace) -> None:
 
     from retrieval_server.app import Limits, create_app
 
+    if args.retriever == "flashrag" and not args.flashrag_config:
+        raise ValueError("--retriever flashrag needs --flashrag-config (a FlashRAG YAML)")
+    if args.retriever != "flashrag" and not (args.index and args.corpus):
+        raise ValueError(f"--retriever {args.retriever} needs --index and --corpus")
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     if args.host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
         logging.warning("serving on %s without --api-key: anyone who can reach this host can query it", args.host)
@@ -95,9 +106,12 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the /retrieve server")
-    s.add_argument("--index", required=True, help="FAISS .index file, BM25 folder, or raw .memmap (--retriever torch)")
-    s.add_argument("--corpus", required=True, help="jsonl corpus, one {id, contents} per line, row i = index id i")
-    s.add_argument("--retriever", choices=["dense", "bm25", "torch"], default="dense")
+    s.add_argument("--index", default=None,
+                   help="FAISS .index file, BM25 folder, or raw .memmap (--retriever torch); required but for flashrag")
+    s.add_argument("--corpus", default=None, help="jsonl corpus, one {id, contents} per line, row i = index id i")
+    s.add_argument("--retriever", choices=["dense", "bm25", "torch", "flashrag"], default="dense",
+                   help="flashrag: any FlashRAG retriever from --flashrag-config (optional FlashRAG install)")
+    s.add_argument("--flashrag-config", default=None, help="FlashRAG YAML (retrieval_method, index_path, ...)")
     s.add_argument("--encoder", default="intfloat/e5-base-v2")
     s.add_argument("--sentence-transformers", action="store_true", help="load --encoder with sentence-transformers")
     s.add_argument("--device", default="auto")

@@ -76,6 +76,11 @@ class Corpus:
     def __getitem__(self, i: int) -> dict[str, Any]:
         return json.loads(self.raw(int(i)))
 
+    def hit(self, i: int) -> dict[str, Any] | None:
+        """The document of a search hit; ``None`` for FAISS's -1 (fewer hits than asked), which must
+        never turn into a real passage (FlashRAG maps it to the last one)."""
+        return None if i < 0 else self[i]
+
     def contents(self, i: int) -> str:
         doc = self[i]
         if "contents" in doc:

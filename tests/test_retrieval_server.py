@@ -225,3 +225,12 @@ def test_server_rerank_from_disk_memmap(sample_world, dense_index, minilm_path, 
         result = post(url, {"queries": queries, "topk": 3, "return_scores": True}).json()["result"]
     for qi, docs in enumerate(result):
         assert [d["document"]["id"] for d in docs] == [corpus[i] for i in expected[qi]]
+
+
+def test_serve_checks_its_arguments():
+    """A missing --index/--corpus or FlashRAG config is a clear error (exit 2), not a traceback."""
+    for args, expected in ((["--retriever", "flashrag"], "--flashrag-config"),
+                           (["--corpus", "x.jsonl"], "--index and --corpus")):
+        out = subprocess.run([sys.executable, "-m", "retrieval_server", "serve", *args],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and expected in out.stderr, out.stderr
