@@ -52,3 +52,22 @@ def test_doctor_reports_registration_and_dead_retriever(bm25_server):
     assert "agent loop 'search_r1' registered" in ok.stdout and "all good" in ok.stdout
     bad = run("-m", "search_r1_plugin.cli", "doctor", "--retriever-url", "http://127.0.0.1:9/retrieve")
     assert bad.returncode == 1 and "unreachable" in bad.stdout
+
+
+@pytest.mark.parametrize("preset", ["ppo", "grpo-qwen2.5-7b-base"])
+def test_config_resolves_in_a_fresh_worker_process(preset, tmp_path):
+    """main_ppo hands the composed config to Ray's TaskRunner, a process that never imported our Hydra
+    package; it resolves the whole config at start (``OmegaConf.to_container(config, resolve=True)``).
+    The presets' resolver must be registered there by ``import verl`` alone (the plugin entry point)."""
+    import pickle
+
+    from search_r1_plugin.testing.verl_harness import compose_trainer_config
+
+    cfg = compose_trainer_config(preset, ["trainer.n_gpus_per_node=4"])
+    (tmp_path / "cfg.pkl").write_bytes(pickle.dumps(cfg))
+    out = run("-c", "import pickle, sys, verl\nfrom omegaconf import OmegaConf\n"
+                    f"cfg = pickle.loads(open({str(tmp_path / 'cfg.pkl')!r}, 'rb').read())\n"
+                    "c = OmegaConf.to_container(cfg, resolve=True)\n"
+                    "print(c['actor_rollout_ref']['actor']['ppo_micro_batch_size_per_gpu'])")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "16"  # the paper's global 64 over 4 GPUs
