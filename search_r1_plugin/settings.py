@@ -3,7 +3,9 @@
 They live in a namespaced ``search_r1:`` block of the trainer's Hydra config
 (declared by our presets), so ``search_r1.topk=5`` works on the ``main_ppo``
 command line; init kwargs of an agent-loop YAML override them. Every value is
-checked once, at construction, and a bad one raises with the key named.
+checked at construction, and a bad one raises with the key named; the presets also
+construct it when the trainer resolves its config (``search_r1_check`` in
+:mod:`search_r1_plugin.config`), so a bad value stops the run before models load.
 """
 
 from __future__ import annotations

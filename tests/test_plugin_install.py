@@ -54,20 +54,35 @@ def test_doctor_reports_registration_and_dead_retriever(bm25_server):
     assert bad.returncode == 1 and "unreachable" in bad.stdout
 
 
+def resolve_in_worker(cfg, tmp_path):
+    """Pickle ``cfg`` and resolve it in a fresh process that only imported verl, as Ray's TaskRunner does."""
+    import pickle
+
+    (tmp_path / "cfg.pkl").write_bytes(pickle.dumps(cfg))
+    return run("-c", "import pickle, sys, verl\nfrom omegaconf import OmegaConf\n"
+                     f"cfg = pickle.loads(open({str(tmp_path / 'cfg.pkl')!r}, 'rb').read())\n"
+                     "c = OmegaConf.to_container(cfg, resolve=True)\n"
+                     "print(c['actor_rollout_ref']['actor']['ppo_micro_batch_size_per_gpu'])")
+
+
 @pytest.mark.parametrize("preset", ["ppo", "grpo-qwen2.5-7b-base"])
 def test_config_resolves_in_a_fresh_worker_process(preset, tmp_path):
     """main_ppo hands the composed config to Ray's TaskRunner, a process that never imported our Hydra
     package; it resolves the whole config at start (``OmegaConf.to_container(config, resolve=True)``).
-    The presets' resolver must be registered there by ``import verl`` alone (the plugin entry point)."""
-    import pickle
-
+    The presets' resolvers must be registered there by ``import verl`` alone (the plugin entry point)."""
     from search_r1_plugin.testing.verl_harness import compose_trainer_config
 
-    cfg = compose_trainer_config(preset, ["trainer.n_gpus_per_node=4"])
-    (tmp_path / "cfg.pkl").write_bytes(pickle.dumps(cfg))
-    out = run("-c", "import pickle, sys, verl\nfrom omegaconf import OmegaConf\n"
-                    f"cfg = pickle.loads(open({str(tmp_path / 'cfg.pkl')!r}, 'rb').read())\n"
-                    "c = OmegaConf.to_container(cfg, resolve=True)\n"
-                    "print(c['actor_rollout_ref']['actor']['ppo_micro_batch_size_per_gpu'])")
+    out = resolve_in_worker(compose_trainer_config(preset, ["trainer.n_gpus_per_node=4"]), tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == "16"  # the paper's global 64 over 4 GPUs
+
+
+def test_bad_setting_stops_the_trainer_at_config_resolution(tmp_path):
+    """A bad search_r1 value fails where the TaskRunner resolves the config, before any model loads."""
+    from search_r1_plugin.testing.verl_harness import compose_trainer_config
+
+    out = resolve_in_worker(compose_trainer_config("ppo", ["search_r1.topk=0"]), tmp_path)
+    assert out.returncode != 0 and "search_r1.topk must be > 0, got 0" in out.stderr, out.stderr[-3000:]
+    cli = run("-m", "verl.trainer.main_ppo", "hydra.searchpath=[pkg://search_r1_plugin.config]", "+search_r1=ppo",
+              "search_r1.retriever_url=localhost:8000", "--cfg", "job", "--resolve")
+    assert cli.returncode != 0 and "search_r1.retriever_url must be an http(s) URL" in cli.stderr, cli.stderr[-3000:]

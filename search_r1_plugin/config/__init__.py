@@ -1,11 +1,17 @@
 """Hydra presets for ``main_ppo`` (``hydra.searchpath=[pkg://search_r1_plugin.config]``).
 
-Hydra imports this package to read the presets, so the resolver they use is
-registered here: ``${search_r1_div:total,gpus,nodes}`` turns the paper's global
-micro-batch sizes into per-GPU values for whatever GPU count is configured.
+Hydra imports this package to read the presets, and the verl plugin entry point
+imports it in every process that imports verl (Ray's TaskRunner resolves the config
+again), so the resolvers the presets use are registered here:
+
+* ``${search_r1_div:total,gpus,nodes}`` turns the paper's global micro-batch sizes into
+  per-GPU values for whatever GPU count is configured;
+* ``${search_r1_check:${search_r1}}`` validates the ``search_r1`` block when the trainer
+  resolves its config (TaskRunner start, or ``--cfg job --resolve``), so a bad value stops
+  the run before any model loads instead of at the first rollout.
 """
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 
 def per_gpu(total: int, gpus_per_node: int, nnodes: int = 1) -> int:
@@ -13,5 +19,15 @@ def per_gpu(total: int, gpus_per_node: int, nnodes: int = 1) -> int:
     return max(1, int(total) // (int(gpus_per_node) * int(nnodes)))
 
 
+def check_settings(block: DictConfig) -> bool:
+    """Raises ``ConfigError`` naming ``search_r1.<key>`` for a bad or unknown setting."""
+    from search_r1_plugin.settings import SearchR1Config
+
+    SearchR1Config.from_mapping(OmegaConf.to_container(block, resolve=True))
+    return True
+
+
 if not OmegaConf.has_resolver("search_r1_div"):
     OmegaConf.register_new_resolver("search_r1_div", per_gpu)
+if not OmegaConf.has_resolver("search_r1_check"):
+    OmegaConf.register_new_resolver("search_r1_check", check_settings)
