@@ -7,6 +7,8 @@ Drop-in for the original Search-R1 server with its own files:
 
     search-r1-retriever build-index --corpus wiki-18.jsonl --encoder intfloat/e5-base-v2 \\
         --index-type Flat --out indexes/
+
+    search-r1-retriever serve --retriever flashrag --flashrag-config retriever.yaml   # a FlashRAG retriever
 """
 
 from __future__ import annotations
