@@ -7,6 +7,11 @@ thread (FAISS on GPU is not thread-safe; one owner thread is also what keeps
 BLAS from oversubscribing the cores). The event loop never blocks on encoding
 or search, so ``/health`` and ``/metrics`` answer during heavy load.
 
+A request larger than ``max_batch`` is searched in ``max_batch``-sized chunks, one
+after the other, so requests that arrive meanwhile are served between its chunks
+(riding along with the next one) instead of waiting for all of it: one huge request
+delays others by one chunk, not by its whole length.
+
 ``max_batch=1``-style behaviour of the original server is available as
 ``batching=False``: each request is encoded and searched on its own (still on
 the one worker thread), which is the baseline of ``benchmarks/server_throughput.py``.
@@ -58,6 +63,13 @@ class MicroBatcher:
 
     async def submit(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Scores and ids (``len(queries) × k``) for one request's queries."""
+        if not self.batching or len(queries) <= self.max_batch:
+            return await self._submit_chunk(queries, k)
+        parts = [await self._submit_chunk(queries[lo: lo + self.max_batch], k)
+                 for lo in range(0, len(queries), self.max_batch)]
+        return np.concatenate([s for s, _ in parts]), np.concatenate([i for _, i in parts])
+
+    async def _submit_chunk(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         fut = asyncio.get_running_loop().create_future()
         await self.queue.put(_Item(queries, k, fut))
         return await fut

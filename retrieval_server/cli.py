@@ -128,7 +128,8 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--api-key", default=None, help=f"require 'Authorization: Bearer <key>' (or env {API_KEY_ENV})")
-    s.add_argument("--max-batch", type=int, default=512, help="most queries per encoder/search batch")
+    s.add_argument("--max-batch", type=int, default=512,
+                   help="most queries per encoder/search batch; bigger requests are searched in chunks of this size")
     s.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a batch waits to fill")
     s.add_argument("--no-batching", action="store_true", help="original behaviour: each request on its own")
     s.add_argument("--max-queries", type=int, default=1024)
