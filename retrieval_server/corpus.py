@@ -42,6 +42,13 @@ def build_offsets(path: str | Path, show_progress: bool = True) -> np.ndarray:
     return line_starts[(line_ends - line_starts) > 1]  # drop blank lines
 
 
+def contents_of(doc: dict[str, Any]) -> str:
+    """A passage's ``contents`` (``"Title"\ntext``), built from ``title``/``text`` when a corpus has no such field."""
+    if "contents" in doc:
+        return doc["contents"]
+    return f"\"{doc.get('title', '')}\"\n{doc.get('text', '')}"
+
+
 class Corpus:
     """Read-only, memory-mapped jsonl corpus: ``corpus[i]`` → ``{"id", "contents", ...}``."""
 
@@ -82,10 +89,7 @@ class Corpus:
         return None if i < 0 else self[i]
 
     def contents(self, i: int) -> str:
-        doc = self[i]
-        if "contents" in doc:
-            return doc["contents"]
-        return f"\"{doc.get('title', '')}\"\n{doc.get('text', '')}"
+        return contents_of(self[i])
 
     def iter_contents(self, start: int = 0, stop: int | None = None) -> Iterator[str]:
         for i in range(start, len(self) if stop is None else min(stop, len(self))):

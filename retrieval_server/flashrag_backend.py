@@ -22,21 +22,23 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from retrieval_server.corpus import contents_of
+
 logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install --no-deps 'flashrag-dev>=0.3.0.dev0' && pip install requests langid"
 
 
-def flashrag_config(config_path: str | Path | None, overrides: dict[str, Any]):
+def flashrag_config(config_path: str | Path, overrides: dict[str, Any]):
     """FlashRAG's own ``Config`` from its YAML plus ``overrides``; never writes an output folder."""
     try:
         from flashrag.config import Config
     except ImportError as exc:
         raise RuntimeError(f"--retriever flashrag needs FlashRAG: {INSTALL_HINT}") from exc
-    if config_path is not None and not Path(config_path).is_file():
+    if not Path(config_path).is_file():
         raise FileNotFoundError(f"FlashRAG config not found: {config_path}")
     values = {"disable_save": True, "silent_retrieval": True, "save_retrieval_cache": False, **overrides}
-    return Config(str(config_path) if config_path else None, config_dict=values)
+    return Config(str(config_path), config_dict=values)
 
 
 class FlashRAGRetriever:
@@ -47,7 +49,7 @@ class FlashRAGRetriever:
         self.size = size
 
     @classmethod
-    def from_config(cls, config_path: str | Path | None, **overrides: Any) -> "FlashRAGRetriever":
+    def from_config(cls, config_path: str | Path, **overrides: Any) -> "FlashRAGRetriever":
         from flashrag.utils import get_retriever
 
         config = flashrag_config(config_path, {k: v for k, v in overrides.items() if v is not None})
@@ -73,8 +75,4 @@ class FlashRAGRetriever:
 
 def as_wire_document(doc: dict[str, Any]) -> dict[str, Any]:
     """FlashRAG rows → ``{"id": str, "contents": str, ...}`` (the Search-R1 wire format)."""
-    doc = dict(doc)
-    doc["id"] = str(doc.get("id", ""))
-    if "contents" not in doc:
-        doc["contents"] = f"\"{doc.get('title', '')}\"\n{doc.get('text', '')}"
-    return doc
+    return {**doc, "id": str(doc.get("id", "")), "contents": contents_of(doc)}

@@ -5,14 +5,15 @@ imports few and ``search-r1 doctor`` re-imports it to surface any failure.
 
 Registered:
 * agent loop ``search_r1`` (:mod:`search_r1_plugin.agent_loop`);
-* the presets' OmegaConf resolver ``search_r1_div`` (:mod:`search_r1_plugin.config`). Hydra
-  registers it in the driver when it reads the presets, but ``main_ppo`` resolves the config
-  again in Ray's TaskRunner process, which only ran ``import verl``: without this import every
-  preset run would stop there with "Unsupported interpolation type search_r1_div".
+* the presets' OmegaConf resolvers ``search_r1_div`` and ``search_r1_check``
+  (:mod:`search_r1_plugin.config`). Hydra registers them in the driver when it reads the
+  presets, but ``main_ppo`` resolves the config again in Ray's TaskRunner process, which only
+  ran ``import verl``: without this import every preset run would stop there with
+  "Unsupported interpolation type".
 The reward is not registered but referenced as
 ``reward.custom_reward_function.path=pkg://search_r1_plugin.reward``; state
 masking needs no hook on verl 0.9.1 (see ``docs/masking.md``).
 """
 
 from search_r1_plugin import agent_loop  # noqa: F401  (registers "search_r1")
-from search_r1_plugin import config  # noqa: F401  (registers the resolver "search_r1_div")
+from search_r1_plugin import config  # noqa: F401  (registers the presets' resolvers)
