@@ -49,6 +49,29 @@ def config_from_trainer(trainer_config: Any, **overrides: Any) -> SearchR1Config
     return hit[1]
 
 
+# Per-trajectory weight versions verl's trainers read from AgentLoopOutput.extra_fields: the v1 trainer
+# turns them into tags and casts them to int (trainer/ppo/v1/agent_loop_tq.py, trainer_base._compute_metrics),
+# and off-policy staleness control filters on them. verl's LLMServerClient sets both on every generate output.
+# Speculative-decoding counters are summed over turns, as verl's ToolAgentLoop does.
+STEP_FIELDS = {"min_global_steps": min, "max_global_steps": max,
+               "spec_num_draft_tokens": lambda a, b: int(a) + int(b),
+               "spec_num_accepted_tokens": lambda a, b: int(a) + int(b),
+               "spec_num_verify_steps": lambda a, b: int(a) + int(b)}
+
+
+def merge_engine_fields(acc: dict[str, Any], fields: dict[str, Any] | None) -> None:
+    """Fold one ``generate`` call's ``extra_fields`` into the trajectory's: min/max of the weight versions
+    over all turns, spec-decoding counters summed, every other key as the first call gave it."""
+    for key, value in (fields or {}).items():
+        combine = STEP_FIELDS.get(key)
+        if combine is None:
+            acc.setdefault(key, value)
+        elif value is not None:
+            acc[key] = value if acc.get(key) is None else combine(acc[key], value)
+        else:
+            acc.setdefault(key, None)
+
+
 @register("search_r1")
 class SearchR1AgentLoop(AgentLoopBase):
     """Multi-turn think/search/answer rollout with retrieved tokens masked out of the loss."""
@@ -65,6 +88,7 @@ class SearchR1AgentLoop(AgentLoopBase):
         prompt_ids = await self.ct_build_initial_tokens(messages)
         request_id = uuid4().hex  # one id per trajectory: sticky routing to the same vLLM replica
         timing: dict[str, float] = {}
+        engine_fields: dict[str, Any] = {}
 
         async def generate(context_ids: list[int], max_tokens: int):
             params = dict(sampling_params)
@@ -73,6 +97,7 @@ class SearchR1AgentLoop(AgentLoopBase):
                 out = await self.server_manager.generate(
                     request_id=request_id, prompt_ids=context_ids, sampling_params=params
                 )
+            merge_engine_fields(engine_fields, out.extra_fields)
             return out.token_ids, out.log_probs
 
         traj = await run_trajectory(
@@ -97,5 +122,5 @@ class SearchR1AgentLoop(AgentLoopBase):
             num_turns=2 * traj.turns,
             metrics=metrics,
             # extra_fields reach compute_score's extra_info, which returns them to verl's logger.
-            extra_fields={"search_r1": stats, "turn_scores": [], "tool_rewards": []},
+            extra_fields={**engine_fields, "search_r1": stats, "turn_scores": [], "tool_rewards": []},
         )

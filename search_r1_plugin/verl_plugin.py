@@ -9,11 +9,18 @@ Registered:
   (:mod:`search_r1_plugin.config`). Hydra registers them in the driver when it reads the
   presets, but ``main_ppo`` resolves the config again in Ray's TaskRunner process, which only
   ran ``import verl``: without this import every preset run would stop there with
-  "Unsupported interpolation type".
+  "Unsupported interpolation type";
+* only with ``VERL_PLATFORM=cpu``: verl's trainer on CPU (:mod:`search_r1_plugin.cpu`: platform
+  ``cpu``, FSDP engines for it, rollout ``hf``). Never imported otherwise.
 The reward is not registered but referenced as
 ``reward.custom_reward_function.path=pkg://search_r1_plugin.reward``; state
 masking needs no hook on verl 0.9.1 (see ``docs/masking.md``).
 """
 
+import os
+
 from search_r1_plugin import agent_loop  # noqa: F401  (registers "search_r1")
 from search_r1_plugin import config  # noqa: F401  (registers the presets' resolvers)
+
+if os.environ.get("VERL_PLATFORM", "").strip().lower() == "cpu":
+    from search_r1_plugin import cpu  # noqa: F401  (platform, engines, rollout "hf")
