@@ -1,0 +1,121 @@
+"""Search behaviour in verl's *training* step metrics (and a token-level trajectory dump).
+
+verl 0.9.1 logs only ``num_turns`` and ``tool_call_counts`` from rollouts, and adds reward extra
+info to validation metrics, not to training steps. Its v1 trainer does offer one supported hook
+on the path of every training batch: a custom replay-buffer sampler
+(``trainer.v1.sampler.custom_sampler.{path,name}``), whose ``sample()`` returns the batch *and*
+a dict of metrics that the trainer merges into the step's metrics (console, tensorboard, wandb —
+whatever ``trainer.logger`` names). :class:`SearchR1ReplayBuffer` is verl's own ``ReplayBuffer``
+plus that dict, computed from the per-trajectory stats the agent loop stores in
+``extra_fields["search_r1"]`` and the reward's extra info (EM, F1):
+
+    search_r1/searches_per_trajectory   search_r1/valid_action_rate   search_r1/invalid_action_rate
+    search_r1/answered_rate             search_r1/obs_truncations     search_r1/retrieval_latency_s
+    search_r1/masked_token_share        search_r1/budget_exhausted    search_r1/em   search_r1/f1
+
+Our presets select it (``search_r1/common.yaml``). With ``sampler_kwargs.token_dump_dir`` set
+(the presets use ``trainer.rollout_data_dir``), every sampled batch is also written as
+``{dir}/search_r1_tokens/{step}.jsonl``: response ids, loss mask and token-level reward of each
+trajectory — what verl's own text dump cannot show (which tokens were trained on).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import transfer_queue as tq
+from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+
+logger = logging.getLogger(__name__)
+
+# extra_fields["search_r1"] key → metric name
+ROLLOUT_STATS = {
+    "searches": "searches_per_trajectory",
+    "answered": "answered_rate",
+    "obs_truncations": "obs_truncations",
+    "budget_exhausted": "budget_exhausted",
+    "retrieval_latency_s": "retrieval_latency_s",
+    "masked_token_share": "masked_token_share",
+}
+REWARD_STATS = ("em", "f1")
+PREFIX = "search_r1/"
+
+
+def search_metrics(extra_fields: Iterable[Mapping[str, Any] | None]) -> dict[str, float]:
+    """Batch means of the agent loop's per-trajectory stats and the reward's EM/F1."""
+    rows = [e for e in extra_fields if isinstance(e, Mapping)]
+    stats = [r["search_r1"] for r in rows if isinstance(r.get("search_r1"), Mapping)]
+    out: dict[str, float] = {}
+    if stats:
+        for key, name in ROLLOUT_STATS.items():
+            out[PREFIX + name] = float(np.mean([s.get(key, 0.0) for s in stats]))
+        out[PREFIX + "searches_per_trajectory_max"] = float(max(s.get("searches", 0.0) for s in stats))
+        valid = sum(s.get("valid_actions", 0.0) for s in stats)
+        invalid = sum(s.get("invalid_actions", 0.0) for s in stats)
+        actions = valid + invalid
+        out[PREFIX + "valid_action_rate"] = valid / actions if actions else 0.0
+        out[PREFIX + "invalid_action_rate"] = invalid / actions if actions else 0.0
+    infos = [r.get("reward_extra_info") for r in rows]
+    for key in REWARD_STATS:
+        values = [float(i[key]) for i in infos if isinstance(i, Mapping) and i.get(key) is not None]
+        if values:
+            out[PREFIX + key] = float(np.mean(values))
+    return out
+
+
+def _as_list(value: Any) -> list:
+    return value.tolist() if hasattr(value, "tolist") else list(value)
+
+
+class SearchR1ReplayBuffer(ReplayBuffer):
+    """verl's synchronous ``ReplayBuffer`` + search metrics on every sampled training batch.
+
+    verl hands a custom sampler only its generic arguments, so the batch sizes its built-in
+    buffer receives from the trainer come through ``sampler_kwargs`` (set by our presets).
+    """
+
+    def __init__(self, trainer_mode: str, *args: Any, sampler_kwargs: Any = None, **kwargs: Any) -> None:
+        if trainer_mode != "sync":
+            raise ValueError(
+                f"search_r1_plugin.training_metrics.SearchR1ReplayBuffer extends the synchronous replay buffer; "
+                f"trainer.v1.trainer_mode={trainer_mode!r} needs trainer.v1.sampler.custom_sampler.path=null")
+        options = dict(sampler_kwargs or {})
+        self.token_dump_dir = options.pop("token_dump_dir", None)
+        train_batch_size = options.pop("train_batch_size", None)
+        gen_batch_size = options.pop("gen_batch_size", None) or train_batch_size
+        super().__init__(trainer_mode, *args, sampler_kwargs=options, train_batch_size=train_batch_size,
+                         gen_batch_size=gen_batch_size, **kwargs)
+
+    def sample(self, global_steps: int, partition_id: str, batch_size: int):
+        batch, metrics = super().sample(global_steps=global_steps, partition_id=partition_id, batch_size=batch_size)
+        if partition_id == "val" or not batch.keys:
+            return batch, metrics
+        fields = ["extra_fields"] + (["responses", "response_mask", "rm_scores"] if self.token_dump_dir else [])
+        data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
+        extra = _as_list(data["extra_fields"])
+        metrics = dict(metrics or {})
+        metrics.update(search_metrics(extra))
+        if self.token_dump_dir:
+            self._dump_tokens(global_steps, batch.keys, data, extra)
+        return batch, metrics
+
+    def _dump_tokens(self, global_steps: int, keys: list[str], data: Any, extra: list) -> None:
+        out_dir = os.path.join(self.token_dump_dir, "search_r1_tokens")
+        os.makedirs(out_dir, exist_ok=True)
+        path = os.path.join(out_dir, f"{global_steps}.jsonl")
+        with open(path, "w") as f:
+            for i, key in enumerate(keys):
+                row = {
+                    "key": key,
+                    "step": global_steps,
+                    "response_ids": _as_list(data["responses"][i]),
+                    "response_mask": _as_list(data["response_mask"][i]),
+                    "rm_scores": [float(x) for x in _as_list(data["rm_scores"][i])],
+                    "search_r1": (extra[i] or {}).get("search_r1") if isinstance(extra[i], Mapping) else None,
+                }
+                f.write(json.dumps(row) + "\n")
+        logger.info("search_r1 token dump: %s", path)
