@@ -21,6 +21,7 @@ from verl.utils.profiler import simple_timer
 
 from search_r1_plugin.settings import SearchR1Config
 from search_r1_plugin.protocol import STOP_STRINGS
+from search_r1_plugin.reward import MODEL_TEXT_KEY
 from search_r1_plugin.retrieval_client import client_from_config
 from search_r1_plugin.rollout import ObservationEncoder, run_trajectory
 
@@ -83,6 +84,9 @@ class SearchR1AgentLoop(AgentLoopBase):
         self.response_length = int(self.rollout_config.response_length)
         self.retriever = client_from_config(self.search_config)
 
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
     async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> AgentLoopOutput:
         messages = list(kwargs["raw_prompt"])
         prompt_ids = await self.ct_build_initial_tokens(messages)
@@ -122,5 +126,6 @@ class SearchR1AgentLoop(AgentLoopBase):
             num_turns=2 * traj.turns,
             metrics=metrics,
             # extra_fields reach compute_score's extra_info, which returns them to verl's logger.
-            extra_fields={**engine_fields, "search_r1": stats, "turn_scores": [], "tool_rewards": []},
+            extra_fields={**engine_fields, "search_r1": stats, MODEL_TEXT_KEY: traj.model_text(self._decode),
+                          "turn_scores": [], "tool_rewards": []},
         )

@@ -24,6 +24,8 @@ from search_r1_plugin.protocol import extract_answer
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = set(string.punctuation)
 _INFO_BLOCK = re.compile(r"<information>(.*?)</information>", re.DOTALL)
+# extra_info key under which the agent loop passes the text the model wrote (injected spans left out).
+MODEL_TEXT_KEY = "search_r1_model_text"
 
 
 def normalize_answer(s: str) -> str:
@@ -146,9 +148,16 @@ def compute_score(
     retrieval_score: float = 0.0,
     **_: Any,
 ) -> dict[str, float]:
-    """verl reward entry point: ``score`` is EM (or the format variant) of the last answer."""
+    """verl reward entry point: ``score`` is EM (or the format variant) of the last answer.
+
+    verl decodes ``solution_str`` from the whole response, retrieved passages and the invalid-action
+    message included; the answer is taken from what the model wrote (``extra_info[MODEL_TEXT_KEY]``,
+    set by our agent loop), so an ``<answer>`` inside a passage is never scored. Without that key
+    (other callers, plain text) the whole ``solution_str`` is read.
+    """
     golds = golden_answers(ground_truth)
-    answer = extract_answer(solution_str)
+    model_text = extra_info.get(MODEL_TEXT_KEY) if isinstance(extra_info, Mapping) else None
+    answer = extract_answer(model_text if isinstance(model_text, str) else solution_str)
     well_formed = is_well_formed(solution_str)
     em = em_check(answer, golds) if answer is not None else 0.0
     if format_reward:

@@ -72,6 +72,21 @@ class Trajectory:
             for seq in (self.response_ids, self.response_mask, self.response_logprobs, self.is_model):
                 seq.pop()
 
+    def model_text(self, decode: Callable[[list[int]], str]) -> str:
+        """What the model wrote: each run of model tokens decoded on its own, injected runs left out.
+
+        The reward scores the last ``<answer>`` of this text, never one inside a retrieved passage or
+        the invalid-action message (which itself contains ``<answer> and </answer>``).
+        """
+        runs, start = [], None
+        for i, is_model in enumerate(self.is_model + [False]):
+            if is_model and start is None:
+                start = i
+            elif not is_model and start is not None:
+                runs.append(decode(self.response_ids[start:i]))
+                start = None
+        return "".join(runs)
+
     def metrics(self) -> dict[str, float]:
         """Per-trajectory numbers; the agent loop puts them in ``extra_fields`` for verl's logger."""
         n = len(self.response_ids)

@@ -55,7 +55,7 @@ class HFRolloutServer:
         path = model_config.local_path
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=model_config.trust_remote_code)
         self.model = AutoModelForCausalLM.from_pretrained(
-            path, torch_dtype=torch.float32, attn_implementation="sdpa", trust_remote_code=model_config.trust_remote_code
+            path, dtype=torch.float32, attn_implementation="sdpa", trust_remote_code=model_config.trust_remote_code
         ).eval()
         eos = self.model.generation_config.eos_token_id
         eos_ids = [eos] if isinstance(eos, int) else list(eos or [])

@@ -70,7 +70,8 @@ async def _protocol(ctx: MethodContext, messages: list[dict[str, str]], cfg: Sea
     traj = await run_trajectory(prompt_ids, ctx.generate, retrieve or ctx.retrieve, ctx.tokenizer, cfg,
                                 ctx.response_length, on_event=ctx.on_event)
     text = ctx.tokenizer.decode(traj.response_ids, skip_special_tokens=True)
-    return MethodResult(text, extract_answer(text), traj.searches, traj.turns, traj.queries)
+    model_text = traj.model_text(lambda ids: ctx.tokenizer.decode(ids, skip_special_tokens=True))
+    return MethodResult(text, extract_answer(model_text), traj.searches, traj.turns, traj.queries)
 
 
 async def search_r1(question: str, ctx: MethodContext) -> MethodResult:

@@ -38,8 +38,8 @@ def load_questions(name: str, split: str, local_dir: Optional[Path], limit: Opti
 
 
 def score(name: str, result, golds: list[str]) -> dict[str, float]:
-    text = f"<answer>{result.answer}</answer>" if result.answer is not None else result.response
-    s = compute_score(name, text, {"target": golds})
+    # result.answer is taken from model-written text only; no answer scores as such.
+    s = compute_score(name, f"<answer>{result.answer}</answer>" if result.answer is not None else "", {"target": golds})
     return {k: s[k] for k in METRICS}
 
 
