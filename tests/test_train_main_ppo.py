@@ -1,0 +1,143 @@
+"""verl's own ``python -m verl.trainer.main_ppo`` trains Search-R1 end to end on CPU.
+
+Real processes throughout: verl's TaskRunner on Ray (v1 trainer, TransferQueue), FSDP2 actor /
+reference / critic over gloo (platform ``cpu``), rollout ``hf`` serving our ``search_r1`` agent
+loop, the retrieval server as a process, our reward in verl's reward workers. The model is a tiny
+Qwen2 warm-started on protocol demonstrations so that it searches and answers and rewards differ.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from search_r1_plugin.protocol import INVALID_ACTION_MESSAGE
+from search_r1_plugin.testing.trainer_run import run_main_ppo
+
+SEARCH_KEYS = ["search_r1/searches_per_trajectory", "search_r1/valid_action_rate", "search_r1/invalid_action_rate",
+               "search_r1/answered_rate", "search_r1/obs_truncations", "search_r1/retrieval_latency_s",
+               "search_r1/masked_token_share", "search_r1/em", "search_r1/f1"]
+# the format reward gives well-formed and malformed answers different scores, so groups are not all equal
+FORMAT_REWARD = "+reward.custom_reward_function.reward_kwargs.format_reward=true"
+
+
+@pytest.fixture(scope="session")
+def train_data(sample_world, tmp_path_factory):
+    from recipes.prepare_data import prepare
+
+    out = tmp_path_factory.mktemp("train_data")
+    prepare(out, "sample_nq:train,sample_hotpotqa:train", "sample_nq:test", "search_r1",
+            sample_world["corpus"].parent, False)
+    return {"train": str(out / "train.parquet"), "test": str(out / "test.parquet")}
+
+
+@pytest.fixture(scope="session")
+def protocol_model(sample_world, tmp_path_factory):
+    from search_r1_plugin.testing.tiny_model import build_tiny_qwen2, protocol_demonstrations, warm_start
+
+    qa = []
+    for key in ("sample_nq/train", "sample_hotpotqa/train"):
+        for line in open(sample_world[key]):
+            row = json.loads(line)
+            qa.append((row["question"], row["golden_answers"][0]))
+    path = build_tiny_qwen2(tmp_path_factory.mktemp("protocol_qwen2"))
+    losses = warm_start(path, protocol_demonstrations(qa), steps=200)
+    assert losses["last_loss"] < losses["first_loss"] / 4
+    return str(path)
+
+
+def train(algo, workdir, protocol_model, train_data, bm25_server, *overrides, run_name="run"):
+    run = run_main_ppo(algo, workdir, model=protocol_model, train_files=train_data["train"],
+                       val_files=train_data["test"], retriever_url=f"{bm25_server}/retrieve",
+                       overrides=[FORMAT_REWARD, *overrides], timeout_s=600, run_name=run_name)
+    assert run.returncode == 0, run.tail()
+    return run
+
+
+def finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def check_token_dump(path: Path, tokenizer) -> int:
+    """Masks token by token and the reward's position, on every trajectory the trainer sampled."""
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert rows
+    searched = 0
+    for row in rows:
+        ids, mask, rm = row["response_ids"], row["response_mask"], row["rm_scores"]
+        assert len(ids) == len(mask) == len(rm) > 0
+        assert mask[-1] == 1  # ends on a model token, so GAE never drops the reward
+        assert all(r == 0 for r in rm[:-1])  # the outcome reward sits on the last (model) token only
+        # every injected span is exactly an <information> block or the invalid-action message
+        spans, start = [], None
+        for i, m in enumerate(mask + [1]):
+            if m == 0 and start is None:
+                start = i
+            elif m == 1 and start is not None:
+                spans.append(tokenizer.decode(ids[start:i]))
+                start = None
+        for text in spans:
+            is_info = text.startswith("\n\n<information>") and text.endswith("</information>\n\n")
+            assert is_info or text == INVALID_ACTION_MESSAGE, repr(text[:200])
+            searched += is_info
+        # no model token is inside an <information> block
+        model_text = tokenizer.decode([t for t, m in zip(ids, mask) if m == 1])
+        assert "<information>" not in model_text
+    assert searched > 0  # the warm-started model searched, and retrieval was injected and masked
+    return len(rows)
+
+
+def test_grpo_trains_validates_checkpoints_and_resumes(protocol_model, train_data, bm25_server, tmp_path):
+    from transformers import AutoTokenizer
+
+    dump = tmp_path / "rollouts"
+    common = [f"trainer.rollout_data_dir={dump}", "trainer.save_freq=1", "trainer.test_freq=2"]
+    first = train("grpo", tmp_path, protocol_model, train_data, bm25_server, *common,
+                  "trainer.total_training_steps=2", run_name="first")
+    assert [r["step"] for r in first.metrics] == [1, 2]
+    ckpt = tmp_path / "checkpoints"
+    assert (ckpt / "latest_checkpointed_iteration.txt").read_text().strip() == "2"
+    assert (ckpt / "global_step_2" / "actor").is_dir()
+
+    second = train("grpo", tmp_path, protocol_model, train_data, bm25_server, *common,
+                   "trainer.total_training_steps=3", "trainer.resume_mode=auto", run_name="second")
+    assert [r["step"] for r in second.metrics] == [3]  # resumed from step 2's checkpoint into step 3
+    assert (ckpt / "global_step_3" / "actor").is_dir()
+
+    steps = [first.step(1), first.step(2), second.step(3)]
+    for m in steps:
+        for key in ("actor/pg_loss", "actor/kl_loss", "actor/entropy", "actor/grad_norm", "critic/score/mean"):
+            assert finite(m[key]), (key, m.get(key))
+        for key in SEARCH_KEYS:
+            assert finite(m[key]), (key, m.get(key))
+        assert 0.0 < m["search_r1/masked_token_share"] < 1.0
+        assert m["timing_s/ref"] > 0  # the reference policy ran (GRPO's KL loss)
+        # weight sync: the rollout's log-probs of the sampled tokens equal the actor's
+        assert m["training/rollout_probs_diff_max"] < 1e-3
+    assert any(m["actor/grad_norm"] > 0 for m in steps), [m["actor/grad_norm"] for m in steps]
+    assert "val-core/sample_nq/reward/mean@1" in first.step(2)
+
+    tokenizer = AutoTokenizer.from_pretrained(protocol_model)
+    for step in (1, 2, 3):
+        tokens = dump / "search_r1_tokens" / f"{step}.jsonl"
+        assert check_token_dump(tokens, tokenizer) == 8  # 4 prompts x rollout.n=2
+        # verl's own rollout dump of the same step: same trajectories, same scores
+        ours = {r["key"]: sum(r["rm_scores"]) for r in map(json.loads, tokens.read_text().splitlines())}
+        verl_dump = [json.loads(line) for line in (dump / f"{step}.jsonl").read_text().splitlines()]
+        assert {r["uid"]: r["score"] for r in verl_dump} == pytest.approx(ours)
+
+
+def test_ppo_step_with_critic_and_kl_in_reward(protocol_model, train_data, bm25_server, tmp_path):
+    run = train("ppo", tmp_path, protocol_model, train_data, bm25_server, "trainer.total_training_steps=1",
+                "trainer.test_freq=-1", "trainer.save_freq=-1")
+    m = run.step(1)
+    for key in ("critic/vf_loss", "critic/grad_norm", "critic/values/mean", "actor/pg_loss", "actor/grad_norm",
+                "actor/reward_kl_penalty", "critic/advantages/mean", *SEARCH_KEYS):
+        assert finite(m[key]), (key, m.get(key))
+    assert m["critic/grad_norm"] > 0  # the critic learned (GAE over the masked response)
+    assert m["actor/reward_kl_penalty_coeff"] == pytest.approx(0.001)  # KL in the reward, paper's coefficient
+    assert m["timing_s/ref"] > 0 and m["timing_s/update_critic"] > 0
+    assert m["training/rollout_probs_diff_max"] < 1e-3
