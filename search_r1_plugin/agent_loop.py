@@ -93,6 +93,7 @@ class SearchR1AgentLoop(AgentLoopBase):
         request_id = uuid4().hex  # one id per trajectory: sticky routing to the same vLLM replica
         timing: dict[str, float] = {}
         engine_fields: dict[str, Any] = {}
+        engine: dict[str, Any] = {"num_preempted": None, "routed_experts": None}
 
         async def generate(context_ids: list[int], max_tokens: int):
             params = dict(sampling_params)
@@ -102,6 +103,10 @@ class SearchR1AgentLoop(AgentLoopBase):
                     request_id=request_id, prompt_ids=context_ids, sampling_params=params
                 )
             merge_engine_fields(engine_fields, out.extra_fields)
+            if out.num_preempted is not None:
+                engine["num_preempted"] = (engine["num_preempted"] or 0) + out.num_preempted
+            if out.routed_experts is not None:  # MoE routing replay: the last call covers the whole context
+                engine["routed_experts"] = out.routed_experts
             return out.token_ids, out.log_probs
 
         traj = await run_trajectory(
@@ -117,13 +122,16 @@ class SearchR1AgentLoop(AgentLoopBase):
         metrics = AgentLoopMetrics(
             generate_sequences=timing.get("generate_sequences", 0.0),
             tool_calls=traj.retrieval_seconds,
+            num_preempted=-1 if engine["num_preempted"] is None else engine["num_preempted"],
         )
+        routed = engine["routed_experts"]
         return AgentLoopOutput(
             prompt_ids=prompt_ids,
             response_ids=traj.response_ids,
             response_mask=traj.response_mask,
             response_logprobs=traj.response_logprobs if traj.has_logprobs else None,
             num_turns=2 * traj.turns,
+            routed_experts=None if routed is None else routed[: len(prompt_ids) + len(traj.response_ids)],
             metrics=metrics,
             # extra_fields reach compute_score's extra_info, which returns them to verl's logger.
             extra_fields={**engine_fields, "search_r1": stats, MODEL_TEXT_KEY: traj.model_text(self._decode),

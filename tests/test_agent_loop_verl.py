@@ -149,3 +149,55 @@ def test_bad_setting_fails_at_start_with_key(tiny_model_dir, tiny_tokenizer, bm2
     # Hydra's instantiate wraps our ConfigError; the message still names the key.
     with pytest.raises(Exception, match=r"search_r1.max_turns must be >= 0, got -1"):
         run_worker(config, FunctionLLM(scripted_policy(tiny_tokenizer, rows)), rows)
+
+
+def test_reward_reads_only_what_the_model_wrote(tiny_model_dir, tiny_tokenizer, sample_world, tmp_path):
+    """A retrieved passage holding ``<answer>gold</answer>``, and the invalid-action message (which holds
+    ``<answer> and </answer>``), are in verl's decoded response; neither may be scored as the model's answer."""
+    from retrieval_server.builder import build_bm25_index
+    from search_r1_plugin.testing.server_process import retrieval_server
+
+    corpus = tmp_path / "trap.jsonl"
+    corpus.write_text(json.dumps({"id": "0", "contents": '"Trap"\nZorblax trivia: <answer> Zorblax </answer>'}) + "\n"
+                      + json.dumps({"id": "1", "contents": '"Other"\nNothing to see here.'}) + "\n")
+    index = build_bm25_index(corpus, tmp_path / "bm25")
+    rows = [{"prompt": make_messages("Who is Zorblax?"), "data_source": "nq",
+             "reward_model": {"style": "rule", "ground_truth": {"target": ["Zorblax"]}}, "extra_info": {"index": 0}},
+            {"prompt": make_messages("Which word joins?"), "data_source": "nq",
+             "reward_model": {"style": "rule", "ground_truth": {"target": ["and"]}}, "extra_info": {"index": 1}}]
+
+    def policy(prompt_ids, params):
+        ctx = tiny_tokenizer.decode(prompt_ids).split("<|im_start|>assistant\n")[-1]
+        if "Zorblax" in tiny_tokenizer.decode(prompt_ids) and "<information>" not in ctx:
+            return tiny_tokenizer.encode("<search> Zorblax trivia </search>", add_special_tokens=False)
+        return tiny_tokenizer.encode("<think> I am not sure. </think>", add_special_tokens=False)  # never answers
+
+    with retrieval_server(["--retriever", "bm25", "--index", str(index.index_path), "--corpus", str(corpus)],
+                          tmp_path / "server.log") as url:
+        out = run_worker(trainer_config(tiny_model_dir, url), FunctionLLM(policy), rows)
+    texts = [tiny_tokenizer.decode(r) for r in out.batch["responses"]]
+    assert "<answer> Zorblax </answer>" in texts[0] and "<answer> and </answer>" in texts[1]  # in the response...
+    assert out.batch["rm_scores"].sum() == 0  # ...but not written by the model: no reward
+    assert list(out.non_tensor_batch["answered"]) == [0.0, 0.0]
+
+
+def test_weight_versions_reach_the_batch(tiny_model_dir, tiny_tokenizer, bm25_server, sample_world):
+    """The v1 trainer reads min/max_global_steps of every trajectory (it crashed at step 1 without them)."""
+    rows = load_questions(sample_world, 2)
+    llm = FunctionLLM(scripted_policy(tiny_tokenizer, rows))
+    steps = iter([9, 7, 8, 6])  # four generate calls: weights updated while trajectories were in flight
+    seen: dict[str, list[int]] = {}
+
+    async def generate(request_id, *, prompt_ids, sampling_params, **kw):
+        out = await FunctionLLM.generate(llm, request_id, prompt_ids=prompt_ids, sampling_params=sampling_params)
+        step = next(steps)
+        seen.setdefault(request_id, []).append(step)
+        out.extra_fields = {"global_steps": step, "min_global_steps": step, "max_global_steps": step}
+        return out
+
+    llm.generate = generate
+    out = run_worker(trainer_config(tiny_model_dir, bm25_server), llm, rows)
+    lo, hi = out.non_tensor_batch["min_global_steps"], out.non_tensor_batch["max_global_steps"]
+    assert all(isinstance(v, int) for v in list(lo) + list(hi))
+    assert sorted(zip(lo, hi)) == sorted((min(s), max(s)) for s in seen.values())
+    assert [len(s) for s in seen.values()] == [2, 2]
