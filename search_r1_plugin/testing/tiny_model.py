@@ -85,32 +85,38 @@ def build_tiny_qwen2(out_dir: str | Path, seed: int = 0, extra_text: Iterable[st
     return out_dir
 
 
-def protocol_demonstrations(qa: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """(prompt text, response text) pairs in the Search-R1 format for :func:`warm_start`.
+# A demonstration: the user prompt and the response as (text, trained) segments; injected text is
+# context only, as in RL where it is masked out of the loss.
+Demonstration = tuple[str, list[tuple[str, bool]]]
 
-    Each question gets a search turn and, after a (made-up) ``<information>`` block, an answer turn,
-    so a warm-started model searches, reads and answers in the protocol's tags.
+
+def protocol_demonstrations(qa: Iterable[tuple[str, str]]) -> list[Demonstration]:
+    """Search-R1-format demonstrations for :func:`warm_start`.
+
+    Each question gets a search turn and, after a (made-up, untrained) ``<information>`` block, an
+    answer turn, so a warm-started model searches and answers in the protocol's tags.
     """
     from search_r1_plugin.protocol import make_messages
 
-    pairs = []
+    demos: list[Demonstration] = []
     for question, answer in qa:
         prompt = make_messages(question)[0]["content"]
-        search = f"<think> I need to search. </think>\n<search> {question.rstrip('?')} </search>"
-        info = f"\n\n<information>Doc 1(Title: \"{answer}\") {answer} is the answer.</information>\n\n"
-        pairs.append((prompt, search))
-        pairs.append((prompt, search + info + f"<think> I found it. </think>\n<answer> {answer} </answer>"))
-    return pairs
+        search = (f"<think> I need to search. </think>\n<search> {question.rstrip('?')} </search>", True)
+        info = (f"\n\n<information>Doc 1(Title: \"{answer}\") {answer} is the answer.</information>\n\n", False)
+        final = (f"<think> I found it. </think>\n<answer> {answer} </answer>", True)
+        demos.append((prompt, [search]))
+        demos.append((prompt, [search, info, final]))
+    return demos
 
 
-def warm_start(model_dir: str | Path, demonstrations: list[tuple[str, str]], steps: int = 300, lr: float = 3e-3,
+def warm_start(model_dir: str | Path, demonstrations: list[Demonstration], steps: int = 300, lr: float = 3e-3,
                batch_size: int = 8, seed: int = 0) -> dict[str, float]:
     """Supervised warm start of a checkpoint on protocol demonstrations, saved in place.
 
     A random tiny model never writes a tag, so every reward is 0 and every RL gradient vanishes;
     after a few hundred steps here it searches and answers in the protocol (with sampling noise),
     which gives RL tests and the CPU demo rewards that differ within a group. Loss on response
-    tokens only. Returns the first and last batch losses.
+    segments only. Returns the first and last batch losses.
     """
     import random
 
@@ -120,11 +126,15 @@ def warm_start(model_dir: str | Path, demonstrations: list[tuple[str, str]], ste
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     examples = []
-    for prompt, response in demonstrations:
+    for prompt, segments in demonstrations:
         p_ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
                                               tokenize=True, return_dict=False)
-        r_ids = tokenizer.encode(response, add_special_tokens=False) + [tokenizer.eos_token_id]
-        examples.append((list(p_ids), r_ids))
+        r_ids, r_labels = [], []
+        for text, trained in segments:
+            ids = tokenizer.encode(text, add_special_tokens=False)
+            r_ids += ids
+            r_labels += ids if trained else [-100] * len(ids)
+        examples.append((list(p_ids), r_ids + [tokenizer.eos_token_id], r_labels + [tokenizer.eos_token_id]))
     rng = random.Random(seed)
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
@@ -132,14 +142,14 @@ def warm_start(model_dir: str | Path, demonstrations: list[tuple[str, str]], ste
     losses = []
     for _ in range(steps):
         batch = rng.sample(examples, min(batch_size, len(examples)))
-        width = max(len(p) + len(r) for p, r in batch)
+        width = max(len(p) + len(r) for p, r, _ in batch)
         ids = torch.full((len(batch), width), tokenizer.pad_token_id)
         labels = torch.full((len(batch), width), -100)
         attn = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, (p, r) in enumerate(batch):
+        for i, (p, r, lab) in enumerate(batch):
             seq = p + r
             ids[i, : len(seq)] = torch.tensor(seq)
-            labels[i, len(p): len(seq)] = torch.tensor(r)
+            labels[i, len(p): len(seq)] = torch.tensor(lab)
             attn[i, : len(seq)] = 1
         loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
         opt.zero_grad()
