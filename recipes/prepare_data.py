@@ -63,19 +63,39 @@ def fetch_documents(url: str, questions: list[str], topk: int) -> list[str]:
         raise DataError(f"rag template: {exc}") from exc
 
 
+def row_problem(rec: object) -> tuple[str | None, str, list[str]]:
+    """(problem or None, question, golden answers) of one FlashRAG record; never raises on bad input.
+
+    A question must be a non-empty string; golden answers a string or a list of non-empty strings
+    (a number is taken as its text, a null is a bad row, never the text "None").
+    """
+    if not isinstance(rec, dict):
+        return "not an object", "", []
+    if rec.get("__error__"):
+        return str(rec["__error__"]), "", []
+    question = rec.get("question")
+    if not isinstance(question, str):
+        return f"question is not a string: {question!r}", "", []
+    if not question.strip():
+        return "empty question", "", []
+    answers = rec.get("golden_answers")
+    if isinstance(answers, (str, int, float)) and not isinstance(answers, bool):
+        answers = [answers]
+    if not isinstance(answers, list) or not answers:
+        return "no golden answers", "", []
+    if any(a is None or isinstance(a, (bool, dict, list)) for a in answers):
+        return f"golden answer that is not text: {answers!r}", "", []
+    texts = [str(a).strip() for a in answers]
+    if not all(texts):
+        return f"empty golden answer: {answers!r}", "", []
+    return None, question.strip(), texts
+
+
 def build_rows(records: Iterable[dict], name: str, split: str, template: str, start_index: int,
                bad: list[dict]) -> list[dict]:
     rows = []
     for rec in records:
-        question = (rec.get("question") or "").strip() if isinstance(rec, dict) else ""
-        answers = rec.get("golden_answers") if isinstance(rec, dict) else None
-        if isinstance(answers, str):
-            answers = [answers]
-        problem = rec.get("__error__") if isinstance(rec, dict) else "not an object"
-        if not problem and not question:
-            problem = "empty question"
-        if not problem and (not answers or not any(str(a).strip() for a in answers)):
-            problem = "no golden answers"
+        problem, question, answers = row_problem(rec)
         if problem:
             bad.append({"data_source": name, "split": split, "problem": problem, "record": rec})
             continue
@@ -83,7 +103,7 @@ def build_rows(records: Iterable[dict], name: str, split: str, template: str, st
             "data_source": name,
             "prompt": make_messages(question, "search_r1" if template == "rag" else template),
             "ability": "fact-reasoning",
-            "reward_model": {"style": "rule", "ground_truth": {"target": [str(a) for a in answers]}},
+            "reward_model": {"style": "rule", "ground_truth": {"target": answers}},
             "extra_info": {"split": split, "index": start_index + len(rows), "id": str(rec.get("id", "")),
                            "question": question},
             "agent_name": "search_r1",

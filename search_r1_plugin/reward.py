@@ -60,12 +60,20 @@ def subem_check(prediction: str, golds: Iterable[str]) -> float:
     return float(any(normalize_answer(g) in pred for g in golds))
 
 
+# HotpotQA's official F1 (also FlashRAG's F1_Score): a yes/no/noanswer answer scores 0 unless it is exact.
+_SPECIAL_ANSWERS = frozenset({"yes", "no", "noanswer"})
+
+
 def f1_score(prediction: str, golds: Iterable[str]) -> float:
-    """Token-level F1 against the best-matching gold answer (SQuAD)."""
-    pred_tokens = normalize_answer(prediction).split()
+    """Token-level F1 against the best-matching gold answer, by the HotpotQA-official rule."""
+    pred_norm = normalize_answer(prediction)
+    pred_tokens = pred_norm.split()
     best = 0.0
     for g in golds:
-        gold_tokens = normalize_answer(g).split()
+        gold_norm = normalize_answer(g)
+        if (pred_norm in _SPECIAL_ANSWERS or gold_norm in _SPECIAL_ANSWERS) and pred_norm != gold_norm:
+            continue
+        gold_tokens = gold_norm.split()
         common = Counter(pred_tokens) & Counter(gold_tokens)
         same = sum(common.values())
         if same == 0:

@@ -103,6 +103,8 @@ def test_prepare_data_golden(sample_world, tmp_path):
     with open(root / "sample_nq" / "train.jsonl", "a") as f:
         f.write(json.dumps({"id": "bad1", "question": "  ", "golden_answers": ["x"]}) + "\n")
         f.write(json.dumps({"id": "bad2", "question": "Who?", "golden_answers": []}) + "\n")
+        f.write(json.dumps({"id": "bad3", "question": 42, "golden_answers": ["x"]}) + "\n")
+        f.write(json.dumps({"id": "bad4", "question": "Who?", "golden_answers": [None]}) + "\n")
     summary = prepare(tmp_path, "sample_nq:train,sample_hotpotqa:train", "sample_nq:test", "search_r1", root, False)
     train = pd.read_parquet(tmp_path / "train.parquet")
     assert list(train.columns) == ["data_source", "prompt", "ability", "reward_model", "extra_info", "agent_name"]
@@ -114,8 +116,10 @@ def test_prepare_data_golden(sample_world, tmp_path):
     test = pd.read_parquet(tmp_path / "test.parquet")
     indices = [e["index"] for e in train.extra_info] + [e["index"] for e in test.extra_info]
     assert len(indices) == len(set(indices))  # unique across sources and splits
-    assert sum(summary["bad"].values()) == 2
-    assert (tmp_path / "bad_rows.jsonl").read_text().count("\n") == 2
+    assert sum(summary["bad"].values()) == 4
+    assert (tmp_path / "bad_rows.jsonl").read_text().count("\n") == 4
+    assert "None" not in json.dumps([r["reward_model"] for r in pd.read_parquet(tmp_path / "train.parquet")
+                                     .to_dict("records")], default=str)
 
 
 def test_prepare_data_missing_input_is_clear(tmp_path):

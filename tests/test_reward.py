@@ -76,3 +76,21 @@ def test_rollout_stats_pass_through_extra_info():
     out = compute_score("nq", "<answer>x</answer>", {"target": ["x"]},
                         {"search_r1": {"searches": 2.0, "turns": 3.0}})
     assert out["num_searches"] == 2.0 and out["rollout/turns"] == 3.0
+
+
+# (prediction, golds, F1) by the HotpotQA-official rule, which FlashRAG's F1_Score follows.
+OFFICIAL_F1_CASES = [
+    ("the no yes U.S.", ["no a - the"], 0.0),  # gold normalises to "no": only an exact "no" scores
+    ("yes", ["Yes."], 1.0),
+    ("yes it is", ["yes"], 0.0),
+    ("no", ["no way"], 0.0),  # prediction "no" against a non-special gold that differs
+    ("noanswer", ["no answer"], 0.0),
+    ("Paris France", ["paris"], 2 / 3),
+    ("no", ["yes", "no"], 1.0),  # best over golds
+    ("the cat sat", ["a cat sat down"], 0.8),
+]
+
+
+@pytest.mark.parametrize("prediction, golds, f1", OFFICIAL_F1_CASES)
+def test_f1_matches_the_official_rule(prediction, golds, f1):
+    assert f1_score(prediction, golds) == pytest.approx(f1)
