@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetrics, AgentLoopOutput, register
 from verl.utils.profiler import simple_timer
 
-from search_r1_plugin.settings import SearchR1Config
+from search_r1_plugin.settings import SearchR1Config, check_rollout_logprobs
 from search_r1_plugin.protocol import STOP_STRINGS
 from search_r1_plugin.reward import MODEL_TEXT_KEY
 from search_r1_plugin.retrieval_client import client_from_config
@@ -81,6 +81,8 @@ class SearchR1AgentLoop(AgentLoopBase):
         overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in _CONFIG_FIELDS}
         super().__init__(*args, **kwargs)
         self.search_config = config_from_trainer(self.config, **overrides)
+        self.want_logprobs = bool(self.rollout_config.get("calculate_log_probs", False))
+        check_rollout_logprobs(self.search_config, self.want_logprobs)
         self.response_length = int(self.rollout_config.response_length)
         self.retriever = client_from_config(self.search_config)
 
@@ -129,7 +131,7 @@ class SearchR1AgentLoop(AgentLoopBase):
             prompt_ids=prompt_ids,
             response_ids=traj.response_ids,
             response_mask=traj.response_mask,
-            response_logprobs=traj.response_logprobs if traj.has_logprobs else None,
+            response_logprobs=traj.response_logprobs if traj.has_logprobs and self.want_logprobs else None,
             num_turns=2 * traj.turns,
             routed_experts=None if routed is None else routed[: len(prompt_ids) + len(traj.response_ids)],
             metrics=metrics,

@@ -86,3 +86,14 @@ class SearchR1Config:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def check_rollout_logprobs(config: SearchR1Config, calculate_log_probs: bool) -> None:
+    """The no-masking ablation trains on injected tokens, which were never sampled: they have no
+    rollout log-prob (the loop records 0.0). verl compares rollout log-probs with the actor's, and its
+    rollout-correction / bypass modes use them as the behaviour policy, so those numbers would be wrong
+    on every injected token. Without rollout log-probs verl uses the actor's recomputed ones."""
+    if not config.mask_retrieved_tokens and calculate_log_probs:
+        raise ConfigError(
+            "search_r1.mask_retrieved_tokens=false trains on injected tokens, which have no sampling "
+            "log-probs; set actor_rollout_ref.rollout.calculate_log_probs=false (the no_mask ablation does)")

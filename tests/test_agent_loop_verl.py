@@ -55,7 +55,8 @@ def run_worker(config, llm, rows):
 @pytest.mark.parametrize("mask", [True, False])
 def test_scripted_policy_through_verl(tiny_model_dir, tiny_tokenizer, bm25_server, sample_world, mask):
     rows = load_questions(sample_world)
-    config = trainer_config(tiny_model_dir, bm25_server, f"search_r1.mask_retrieved_tokens={str(mask).lower()}")
+    config = trainer_config(tiny_model_dir, bm25_server, f"search_r1.mask_retrieved_tokens={str(mask).lower()}",
+                            f"actor_rollout_ref.rollout.calculate_log_probs={str(mask).lower()}")
     llm = FunctionLLM(scripted_policy(tiny_tokenizer, rows))
     out = run_worker(config, llm, rows)
 
@@ -82,8 +83,11 @@ def test_scripted_policy_through_verl(tiny_model_dir, tiny_tokenizer, bm25_serve
         # EM reward on the last (model) token, nowhere else
         assert rm[b, n - 1] == 1.0 and rm[b].sum() == 1.0 and resp_mask[b, n - 1] == 1
     # logprobs: exactly the engine's on model tokens, 0 on injected ones
-    lp = out.batch["rollout_log_probs"]
-    assert torch.all(lp[resp_mask == 0][: 10] == 0) if mask else True
+    if mask:
+        lp = out.batch["rollout_log_probs"]
+        assert torch.all(lp[resp_mask == 0] == 0) and torch.all(lp[(resp_mask == 1) & (attn == 1)] < 0)
+    else:  # injected tokens are trained on but were never sampled: no rollout log-probs (see settings)
+        assert "rollout_log_probs" not in out.batch.keys()
     # per-trajectory stats reached the reward's extra info (verl logs these keys)
     assert list(out.non_tensor_batch["num_searches"]) == [1.0] * len(rows)
     assert "rollout/masked_token_share" in out.non_tensor_batch
@@ -140,6 +144,14 @@ def test_retriever_down_is_a_clear_error(tiny_model_dir, tiny_tokenizer, sample_
     url = f"http://127.0.0.1:{free_port()}"
     config = trainer_config(tiny_model_dir, url, "search_r1.retrieval_retries=1", "search_r1.retrieval_backoff_s=0.01")
     with pytest.raises(RetrievalError, match=url):
+        run_worker(config, FunctionLLM(scripted_policy(tiny_tokenizer, rows)), rows)
+
+
+def test_no_masking_with_rollout_logprobs_is_refused(tiny_model_dir, tiny_tokenizer, bm25_server, sample_world):
+    rows = load_questions(sample_world, 1)
+    config = trainer_config(tiny_model_dir, bm25_server, "search_r1.mask_retrieved_tokens=false",
+                            "actor_rollout_ref.rollout.calculate_log_probs=true")
+    with pytest.raises(Exception, match="actor_rollout_ref.rollout.calculate_log_probs=false"):
         run_worker(config, FunctionLLM(scripted_policy(tiny_tokenizer, rows)), rows)
 
 

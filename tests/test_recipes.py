@@ -176,3 +176,10 @@ def test_cpu_preset_composes_with_an_algorithm(algo, tiny_model_dir):
     assert cfg.actor_rollout_ref.actor.strategy == cfg.critic.strategy == "fsdp2"
     assert cfg.ray_kwargs.ray_init.runtime_env.env_vars.VERL_PLATFORM == "cpu"
     assert cfg.trainer.v1.sampler.custom_sampler.name == "SearchR1ReplayBuffer"
+
+
+def test_no_mask_with_rollout_logprobs_fails_when_the_config_resolves():
+    cfg = compose_trainer_config("ppo", ["+search_r1_ablation=no_mask", "actor_rollout_ref.rollout.calculate_log_probs=true"])
+    with pytest.raises(Exception, match="calculate_log_probs=false"):
+        OmegaConf.resolve(cfg)
+    assert compose_trainer_config("ppo", ["+search_r1_ablation=no_mask"]).actor_rollout_ref.rollout.calculate_log_probs is False

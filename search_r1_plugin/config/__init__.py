@@ -6,8 +6,8 @@ again), so the resolvers the presets use are registered here:
 
 * ``${search_r1_div:total,gpus,nodes}`` turns the paper's global micro-batch sizes into
   per-GPU values for whatever GPU count is configured;
-* ``${search_r1_check:${search_r1}}`` validates the ``search_r1`` block when the trainer
-  resolves its config (TaskRunner start, or ``--cfg job --resolve``), so a bad value stops
+* ``${search_r1_check:${search_r1},${actor_rollout_ref.rollout.calculate_log_probs}}`` validates
+  the ``search_r1`` block (and its fit with rollout log-probs) when the trainer resolves its config (TaskRunner start, or ``--cfg job --resolve``), so a bad value stops
   the run before any model loads instead of at the first rollout.
 """
 
@@ -19,11 +19,12 @@ def per_gpu(total: int, gpus_per_node: int, nnodes: int = 1) -> int:
     return max(1, int(total) // (int(gpus_per_node) * int(nnodes)))
 
 
-def check_settings(block: DictConfig) -> bool:
+def check_settings(block: DictConfig, calculate_log_probs: bool = False) -> bool:
     """Raises ``ConfigError`` naming ``search_r1.<key>`` for a bad or unknown setting."""
-    from search_r1_plugin.settings import SearchR1Config
+    from search_r1_plugin.settings import SearchR1Config, check_rollout_logprobs
 
-    SearchR1Config.from_mapping(OmegaConf.to_container(block, resolve=True))
+    config = SearchR1Config.from_mapping(OmegaConf.to_container(block, resolve=True))
+    check_rollout_logprobs(config, bool(calculate_log_probs))
     return True
 
 
