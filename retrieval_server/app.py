@@ -24,20 +24,25 @@ try:  # orjson serialises the (large) result lists several times faster than the
     from fastapi.responses import ORJSONResponse as FastJSONResponse
 except ImportError:  # pragma: no cover
     FastJSONResponse = JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from retrieval_server.batcher import MicroBatcher
+from retrieval_server.limits import Limits
 from retrieval_server.metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)
 
 
 class RetrieveRequest(BaseModel):
+    """What the original Search-R1 server accepts, read the way its pydantic model reads it: ``topk``
+    as ``3``, ``3.0`` or ``"3"``; ``return_scores`` as ``true``, ``1`` or ``"true"``; ``topk`` null or
+    ≤ 0 means the server default; an empty ``queries`` list gets an empty ``result``."""
+
     model_config = ConfigDict(extra="ignore")
 
     queries: list[StrictStr] = Field(..., description="queries, searched independently")
-    topk: Optional[StrictInt] = Field(None, description="documents per query; server default when null")
-    return_scores: StrictBool = Field(False, description="wrap each document as {document, score}")
+    topk: Optional[int] = Field(None, description="documents per query; server default when null or <= 0")
+    return_scores: bool = Field(False, description="wrap each document as {document, score}")
 
 
 class Document(BaseModel):
@@ -53,14 +58,6 @@ class ScoredDocument(BaseModel):
 
 class RetrieveResponse(BaseModel):
     result: list[list[ScoredDocument]] | list[list[Document]]
-
-
-@dataclass
-class Limits:
-    default_topk: int = 3
-    max_topk: int = 100
-    max_queries: int = 1024
-    max_query_chars: int = 4096
 
 
 @dataclass
@@ -142,19 +139,18 @@ def create_app(
         check_auth(request)
         if state["status"] != "ready":
             raise HTTPException(status_code=503, detail=f"retriever is {state['status']}")
-        if not req.queries:
-            raise reject("queries", "must hold at least one query")
+        if not req.queries:  # a turn in which no trajectory searched: the original answers, so do we
+            return FastJSONResponse({"result": []})
         if len(req.queries) > limits.max_queries:
             raise reject("queries", f"at most {limits.max_queries} queries per request, got {len(req.queries)}")
-        for i, q in enumerate(req.queries):
-            if len(q) > limits.max_query_chars:
-                raise reject("queries", f"query {i} has {len(q)} characters; the limit is {limits.max_query_chars}")
-        k = limits.default_topk if req.topk is None else req.topk
-        if not 1 <= k <= limits.max_topk:
-            raise reject("topk", f"must be between 1 and {limits.max_topk}, got {k}")
+        queries = [q[: limits.max_query_chars] for q in req.queries]
+        metrics.truncated_queries += sum(len(q) > limits.max_query_chars for q in req.queries)
+        k = limits.default_topk if req.topk is None or req.topk <= 0 else req.topk
+        if k > limits.max_topk:
+            raise reject("topk", f"must be at most {limits.max_topk}, got {k}")
         t0 = time.perf_counter()
         try:
-            scores, ids = await state["batcher"].submit(list(req.queries), k)
+            scores, ids = await state["batcher"].submit(queries, k)
         except Exception as exc:
             metrics.errors += 1
             logger.exception("retrieval failed")

@@ -19,6 +19,8 @@ import os
 import sys
 from pathlib import Path
 
+from retrieval_server.limits import Limits
+
 API_KEY_ENV = "SEARCH_R1_RETRIEVER_API_KEY"
 
 
@@ -68,7 +70,7 @@ def _backend_loader(args: argparse.Namespace):
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from retrieval_server.app import Limits, create_app
+    from retrieval_server.app import create_app
 
     if args.retriever == "flashrag" and not args.flashrag_config:
         raise ValueError("--retriever flashrag needs --flashrag-config (a FlashRAG YAML)")
@@ -132,8 +134,10 @@ def make_parser() -> argparse.ArgumentParser:
                    help="most queries per encoder/search batch; bigger requests are searched in chunks of this size")
     s.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a batch waits to fill")
     s.add_argument("--no-batching", action="store_true", help="original behaviour: each request on its own")
-    s.add_argument("--max-queries", type=int, default=1024)
-    s.add_argument("--max-query-chars", type=int, default=4096)
+    s.add_argument("--max-queries", type=int, default=Limits.max_queries,
+                   help="most queries in one request (the original trainer sends a whole turn at once)")
+    s.add_argument("--max-query-chars", type=int, default=Limits.max_query_chars,
+                   help="longer queries are cut to this many characters (the encoder truncates anyway)")
     s.add_argument("--max-topk", type=int, default=100)
     s.add_argument("--log-level", default="warning")
     s.set_defaults(func=serve)

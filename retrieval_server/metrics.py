@@ -15,6 +15,7 @@ class ServerMetrics:
         self.queries = 0
         self.errors = 0
         self.rejected = 0
+        self.truncated_queries = 0
         self.batches = 0
         self.latencies: deque[float] = deque(maxlen=window)
         self.batch_sizes: deque[int] = deque(maxlen=window)
@@ -41,6 +42,8 @@ class ServerMetrics:
                 "# TYPE retrieval_queries_total counter", f"retrieval_queries_total {self.queries}",
                 "# TYPE retrieval_errors_total counter", f"retrieval_errors_total {self.errors}",
                 "# TYPE retrieval_rejected_total counter", f"retrieval_rejected_total {self.rejected}",
+                "# TYPE retrieval_truncated_queries_total counter",
+                f"retrieval_truncated_queries_total {self.truncated_queries}",
                 "# TYPE retrieval_batches_total counter", f"retrieval_batches_total {self.batches}",
                 "# TYPE retrieval_search_seconds_total counter", f"retrieval_search_seconds_total {self.search_seconds:.6f}",
                 "# TYPE retrieval_batch_size summary",

@@ -17,7 +17,7 @@ import logging
 import urllib.error
 import urllib.request
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -29,13 +29,17 @@ class RetrievalError(RuntimeError):
     """The retrieval server could not answer within the retry budget."""
 
 
+class RequestRejected(RetrievalError):
+    """The server refused the request itself (HTTP 4xx other than 408/429): retrying cannot help."""
+
+
 @dataclass
 class ClientStats:
     requests: int = 0
     queries: int = 0
     retries: int = 0
     cache_hits: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
+    isolated_rejections: int = 0  # coalesced requests re-sent query by query after a 4xx
 
 
 class RetrievalClient:
@@ -121,16 +125,27 @@ class RetrievalClient:
     async def _send(self, chunk: list[tuple[str, list[asyncio.Future]]], topk: int) -> None:
         try:
             results = await self._post_with_retries([query for query, _ in chunk], topk)
+        except RequestRejected as exc:
+            if len(chunk) > 1:  # one bad query must not fail the trajectories coalesced with it
+                self.stats.isolated_rejections += 1
+                await asyncio.gather(*(self._send([item], topk) for item in chunk))
+                return
+            self._fail(chunk, exc)
+            return
         except Exception as exc:  # propagate to every waiting trajectory
-            for _, futures in chunk:
-                for fut in futures:
-                    if not fut.done():
-                        fut.set_exception(exc)
+            self._fail(chunk, exc)
             return
         for (_, futures), result in zip(chunk, results):
             for fut in futures:
                 if not fut.done():
                     fut.set_result(result)
+
+    @staticmethod
+    def _fail(chunk: list[tuple[str, list[asyncio.Future]]], exc: BaseException) -> None:
+        for _, futures in chunk:
+            for fut in futures:
+                if not fut.done():
+                    fut.set_exception(exc)
 
     # ---- HTTP -------------------------------------------------------------------------------
     def _get_session(self) -> aiohttp.ClientSession:
@@ -157,7 +172,7 @@ class RetrievalClient:
                         body = (await resp.text())[:500]
                         if 400 <= resp.status < 500 and resp.status not in (408, 429):
                             # The request itself is wrong: retrying cannot help.
-                            raise RetrievalError(f"retrieval server {self.url} rejected the request "
+                            raise RequestRejected(f"retrieval server {self.url} rejected the request "
                                                  f"(HTTP {resp.status}): {body}")
                         raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status, message=body)
                     data = await resp.json()
@@ -167,7 +182,6 @@ class RetrievalClient:
                                          f"{len(queries)} queries")
                 self.stats.requests += 1
                 self.stats.queries += len(queries)
-                self.stats.batch_sizes.append(len(queries))
                 return result
             except RetrievalError:
                 raise

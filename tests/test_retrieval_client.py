@@ -118,3 +118,32 @@ def test_dead_server_fails_loudly_after_the_retry_budget():
 
     with pytest.raises(RetrievalError, match="unreachable after 3 attempts"):
         run(go())
+
+
+def test_a_rejected_query_fails_only_its_own_trajectory():
+    """A server that refuses one query (HTTP 422) fails the coalesced request; the client re-sends the
+    queries one by one, so only the trajectory that asked the bad query sees the error."""
+    class Strict(FakeServer):
+        async def handle(self, request):
+            body = await request.json()
+            if any(len(q) > 100 for q in body["queries"]):
+                self.requests.append(body["queries"])
+                return web.json_response({"detail": [{"loc": ["body", "queries"], "msg": "too long"}]}, status=422)
+            return await super().handle(request)
+
+    async def go():
+        fake = Strict()
+        runner, url = await serve(fake)
+        client = RetrievalClient(url, max_wait_ms=20, max_batch=64, retries=3, backoff_s=0.01)
+        queries = [f"q{i}" for i in range(63)] + ["x" * 5025]
+        results = await asyncio.gather(*[client.search(q, 1) for q in queries], return_exceptions=True)
+        await client.close()
+        await runner.cleanup()
+        return fake, client, results
+
+    fake, client, results = run(go())
+    assert all(isinstance(r, list) and r[0]["document"]["contents"].startswith(f'"q{i}"') for i, r in
+               enumerate(results[:63]))
+    assert isinstance(results[63], RetrievalError) and "422" in str(results[63])
+    assert client.stats.isolated_rejections == 1 and client.stats.retries == 0  # a 4xx is never retried
+    assert len(fake.requests) == 1 + 64  # the coalesced request, then one per query
