@@ -20,7 +20,7 @@ from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetr
 from verl.utils.profiler import simple_timer
 
 from search_r1_plugin.settings import SearchR1Config, check_rollout_logprobs
-from search_r1_plugin.protocol import STOP_STRINGS
+from search_r1_plugin.protocol import turn_stop_strings
 from search_r1_plugin.reward import MODEL_TEXT_KEY
 from search_r1_plugin.retrieval_client import client_from_config
 from search_r1_plugin.rollout import ObservationEncoder, run_trajectory
@@ -99,7 +99,8 @@ class SearchR1AgentLoop(AgentLoopBase):
 
         async def generate(context_ids: list[int], max_tokens: int):
             params = dict(sampling_params)
-            params.update(max_tokens=max_tokens, stop=list(STOP_STRINGS), include_stop_str_in_output=True)
+            params.update(max_tokens=max_tokens, stop=list(turn_stop_strings(self.search_config.turn_cut)),
+                          include_stop_str_in_output=True)
             with simple_timer("generate_sequences", timing):
                 out = await self.server_manager.generate(
                     request_id=request_id, prompt_ids=context_ids, sampling_params=params

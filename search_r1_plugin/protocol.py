@@ -6,7 +6,10 @@ never drift apart. Behaviour follows the original Search-R1 repository exactly
 (``search_r1/llm_agent/generation.py`` and ``scripts/data_process/nq_search.py``):
 
 * one user message built from :data:`PROMPT_TEMPLATE`;
-* a turn is cut after the first ``</search>`` or ``</answer>``;
+* a turn is cut after the first ``</search>`` if it has one anywhere, else after the first
+  ``</answer>`` (``turn_cut="original"``, the default; generation stops on ``</search>`` only).
+  ``turn_cut="earliest"`` stops and cuts at whichever tag comes first (fewer generated tokens);
+  ``docs/protocol.md`` has the cases where the two differ;
 * the first ``<(search|answer)>(.*?)</\\1>`` match (DOTALL, stripped) is the action;
 * a search appends ``\\n\\n<information>{docs}</information>\\n\\n`` where docs is the
   original ``Doc {i}(Title: {title}) {text}\\n`` listing, stripped;
@@ -115,10 +118,20 @@ def extract_answer(response: str) -> str | None:
     return matches[-1].strip()
 
 
-def first_stop_end(text: str, stops: Iterable[str] = STOP_STRINGS) -> int | None:
-    """Character index just past the earliest stop string in ``text``, or None."""
-    ends = [i + len(s) for s in stops if (i := text.find(s)) >= 0]
-    return min(ends) if ends else None
+TURN_CUTS = ("original", "earliest")
+
+
+def turn_stop_strings(turn_cut: str) -> tuple[str, ...]:
+    """Stop strings the engine gets for a turn: the original generated until ``</search>`` (or EOS)."""
+    return (SEARCH_STOP,) if turn_cut == "original" else STOP_STRINGS
+
+
+def turn_cut_stops(text: str, turn_cut: str) -> tuple[str, ...]:
+    """The tag(s) a generated turn is cut after: the original's ``_postprocess_responses`` cuts at the
+    first ``</search>`` if the text has one anywhere, otherwise at the first ``</answer>``."""
+    if turn_cut == "original":
+        return (SEARCH_STOP,) if SEARCH_STOP in text else (ANSWER_STOP,)
+    return STOP_STRINGS
 
 
 def _document_contents(item: Mapping[str, Any]) -> str:

@@ -1,6 +1,6 @@
 """One Search-R1 trajectory, token in / token out: the algorithm of the paper in one function.
 
-    generate a turn (stop at </search> or </answer>) → parse the action →
+    generate a turn (stop at </search>; cut as search_r1.turn_cut says) → parse the action →
       answer: done
       search: retrieve top-k → append <information>…</information> (mask 0)
       neither: append the invalid-action message (mask 0)
@@ -33,6 +33,7 @@ from search_r1_plugin.protocol import (
     STOP_STRINGS,
     format_docs,
     parse_action,
+    turn_cut_stops,
 )
 
 # generate(context_ids, max_tokens) -> (token_ids, logprobs or None)
@@ -124,11 +125,17 @@ def cut_at_stop(token_ids: list[int], decode: Callable[[list[int]], str], stops:
     return lo
 
 
+def cut_turn(token_ids: list[int], decode: Callable[[list[int]], str], turn_cut: str) -> int:
+    """Length of the kept part of a generated turn under ``search_r1.turn_cut`` (protocol.turn_cut_stops)."""
+    return cut_at_stop(token_ids, decode, turn_cut_stops(decode(token_ids), turn_cut))
+
+
 class ObservationEncoder:
     """Tokenises injected text once per tokenizer and truncates ``<information>`` blocks safely."""
 
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
+        self.special_ids = frozenset(getattr(tokenizer, "all_special_ids", ()) or ())
         self.open_ids = self.encode(INFO_OPEN)
         self.close_ids = self.encode(INFO_CLOSE)
         self.invalid_ids = self.encode(INVALID_ACTION_MESSAGE)
@@ -174,7 +181,13 @@ async def run_trajectory(
         max_tokens = min(config.max_turn_tokens, remaining)
         ids, logprobs = await generate(list(prompt_ids) + traj.response_ids, max_tokens)
         ids = list(ids)[:max_tokens]
-        ids = ids[: cut_at_stop(ids, enc.decode)]
+        ids = ids[: cut_turn(ids, enc.decode, config.turn_cut)]
+        action = parse_action(enc.decode(ids))
+        if (config.turn_cut == "original" and action.kind is None and turn < config.max_turns
+                and ids and ids[-1] in enc.special_ids):
+            # The original decoded without special tokens and re-encoded, so an action-less turn that
+            # ended on EOS lost it before the invalid-action message; the kept tokens are unchanged.
+            ids = ids[:-1]
         if logprobs is None:
             traj.has_logprobs = False
         else:
@@ -183,10 +196,8 @@ async def run_trajectory(
         if not ids:  # nothing generated: the trajectory cannot continue
             break
         traj.append(ids, model=True, mask=1, logprobs=logprobs)
-        text = enc.decode(ids)
-        emit("model", text)
+        emit("model", enc.decode(ids))
 
-        action = parse_action(text)
         if action.kind == "answer":
             traj.valid_actions += 1
             traj.answered = True

@@ -30,6 +30,9 @@ class SearchR1Config:
     max_turn_tokens        generation cap per turn (paper: 500).
     max_obs_length         token cap of one injected ``<information>`` block (paper: 500).
     mask_retrieved_tokens  loss mask 0 on injected tokens; ``false`` is the paper's no-masking ablation.
+    turn_cut               ``original`` (paper): stop on ``</search>``, cut at the first ``</search>`` if
+                           any, else after the first ``</answer>``; ``earliest``: stop and cut at
+                           whichever comes first (fewer tokens). See ``docs/protocol.md``.
     retrieval_timeout_s    per HTTP attempt.
     retrieval_retries      attempts after the first before the rollout fails loudly.
     retrieval_backoff_s    first retry delay, doubled each attempt.
@@ -45,6 +48,7 @@ class SearchR1Config:
     max_turn_tokens: int = 500
     max_obs_length: int = 500
     mask_retrieved_tokens: bool = True
+    turn_cut: str = "original"
     retrieval_timeout_s: float = 30.0
     retrieval_retries: int = 5
     retrieval_backoff_s: float = 0.5
@@ -67,6 +71,8 @@ class SearchR1Config:
                 raise ConfigError(f"search_r1.{name} must be >= 0, got {value!r}")
         if not isinstance(self.mask_retrieved_tokens, bool):
             raise ConfigError(f"search_r1.mask_retrieved_tokens must be true or false, got {self.mask_retrieved_tokens!r}")
+        if self.turn_cut not in ("original", "earliest"):
+            raise ConfigError(f"search_r1.turn_cut must be 'original' or 'earliest', got {self.turn_cut!r}")
         if not isinstance(self.retriever_url, str) or not self.retriever_url.startswith(("http://", "https://")):
             raise ConfigError(f"search_r1.retriever_url must be an http(s) URL, got {self.retriever_url!r}")
         # The observation must at least hold "<information></information>" plus one token.

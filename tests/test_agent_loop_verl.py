@@ -37,7 +37,7 @@ def load_questions(world, n=4):
 def scripted_policy(tokenizer, rows, *, answer_right=True):
     """Search the question once, then answer (right or wrong) — decided from the context text."""
     def policy(prompt_ids, params):
-        assert params["stop"] == ["</search>", "</answer>"] and params["include_stop_str_in_output"]
+        assert params["stop"] == ["</search>"] and params["include_stop_str_in_output"]  # turn_cut=original
         ctx = tokenizer.decode(prompt_ids)
         row = next(r for r in rows if r["question"].rstrip("?") in ctx)
         if "<information>" not in ctx.split("<|im_start|>assistant\n")[-1]:  # the prompt mentions the tag too

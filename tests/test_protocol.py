@@ -1,7 +1,6 @@
 from search_r1_plugin.protocol import (
     INVALID_ACTION_MESSAGE,
     extract_answer,
-    first_stop_end,
     format_docs,
     format_observation,
     make_prompt,
@@ -43,12 +42,6 @@ def test_nested_tags_take_first_closing():
 def test_extract_answer_is_last():
     assert extract_answer("<answer>a</answer> then <answer> b </answer>") == "b"
     assert extract_answer("no answer") is None
-
-
-def test_first_stop_end_picks_earliest():
-    text = "<answer>x</answer> <search>y</search>"
-    assert text[: first_stop_end(text)] == "<answer>x</answer>"
-    assert first_stop_end("nothing") is None
 
 
 def test_docs_formatting_like_original():

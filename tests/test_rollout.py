@@ -173,3 +173,50 @@ def test_property_random_outputs_never_break_invariants(tiny_tokenizer):
         return n
 
     assert asyncio.run(many()) == 10_000
+
+
+# Turns where the original's cut (first </search> if any, else first </answer>) and the earliest-tag cut
+# differ: (generated text, original: (kept text, action, query/answer), earliest: (kept text, action)).
+TURN_CUT_CASES = [
+    ('</answer><search>"quoted" 1997 東京\r\n</search> tail',
+     ('</answer><search>"quoted" 1997 東京\r\n</search>', "search", '"quoted" 1997 東京'), ("</answer>", None)),
+    ("<think>no </answer> yet</think><search> \n the\r\n</search> tail",
+     ("<think>no </answer> yet</think><search> \n the\r\n</search>", "search", "the"),
+     ("<think>no </answer>", None)),
+    ("<answer>Zürich\u3000</answer><search> where </search> tail",
+     ("<answer>Zürich\u3000</answer><search> where </search>", "answer", "Zürich"),
+     ("<answer>Zürich\u3000</answer>", "answer")),
+]
+
+
+@pytest.mark.parametrize("text, original, earliest", TURN_CUT_CASES)
+def test_turn_cut_original_and_earliest(tiny_tokenizer, text, original, earliest):
+    tok = tiny_tokenizer
+    for mode, (kept, kind, *content) in (("original", original), ("earliest", earliest)):
+        traj, _ = run(tok, [text, "<answer> done </answer>"], turn_cut=mode)
+        first = segments(tok, traj)[0][0]
+        assert first == kept, mode
+        if kind == "search":
+            assert traj.queries == content and traj.searches == 1
+        elif kind == "answer":
+            assert traj.answered and traj.turns == 1
+        else:  # invalid: the message follows the kept text
+            assert segments(tok, traj)[1][0] == INVALID_ACTION_MESSAGE and traj.invalid_actions == 1
+
+
+def test_original_turn_cut_drops_eos_of_an_action_less_turn(tiny_tokenizer):
+    """As the original's decode-without-special-tokens + re-encode did; kept tokens and logprobs unchanged."""
+    tok = tiny_tokenizer
+    eos = tok.eos_token
+    traj, _ = run(tok, [f"<think> hmm </think>{eos}", "<answer> x </answer>"], turn_cut="original")
+    segs = segments(tok, traj)
+    assert segs[0][0] == "<think> hmm </think>" and segs[1][0] == INVALID_ACTION_MESSAGE
+    n = len(tok.encode("<think> hmm </think>", add_special_tokens=False))
+    assert traj.response_logprobs[:n] == pytest.approx([-0.1 * (k + 1) for k in range(n)])
+    traj, _ = run(tok, [f"<think> hmm </think>{eos}", "<answer> x </answer>"], turn_cut="earliest")
+    assert segments(tok, traj)[0][0] == f"<think> hmm </think>{eos}"  # today's behaviour keeps it
+
+
+def test_turn_cut_is_validated():
+    with pytest.raises(ConfigError, match="search_r1.turn_cut"):
+        SearchR1Config(turn_cut="latest")
