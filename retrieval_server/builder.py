@@ -98,14 +98,17 @@ def build_faiss(embeddings: np.ndarray, factory: str, *, train_size: int = 200_0
 def build_dense_index(corpus_path: str | Path, encoder_name: str, out_dir: str | Path, *, index_type: str = "Flat",
                       shard_size: int = 10000, batch_size: int = 64, save_embedding: bool = False,
                       device: str | None = None, dtype: str | None = None, limit: int | None = None,
-                      use_sentence_transformers: bool = False) -> BuildSummary:
+                      use_sentence_transformers: bool = False, family: str | None = None) -> BuildSummary:
     import faiss
+
+    from retrieval_server.index_meta import write_meta
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     corpus = Corpus(corpus_path)
-    encoder = Encoder(encoder_name, device=device, dtype=dtype, use_sentence_transformers=use_sentence_transformers)
+    encoder = Encoder(encoder_name, device=device, dtype=dtype, use_sentence_transformers=use_sentence_transformers,
+                      family=family)
     method = method_name(encoder_name)
     emb_path = out_dir / f"emb_{method}.memmap"
     emb, reused = encode_corpus(corpus, encoder, out_dir / f"shards_{method}", emb_path, shard_size=shard_size,
@@ -113,9 +116,12 @@ def build_dense_index(corpus_path: str | Path, encoder_name: str, out_dir: str |
     index = build_faiss(emb, index_type)
     path = out_dir / f"{method}_{faiss_type_name(index_type)}.index"
     faiss.write_index(index, str(path))
+    write_meta(path, encoder)
     n, dim = emb.shape
     del emb
-    if not save_embedding:
+    if save_embedding:
+        write_meta(emb_path, encoder)
+    else:
         emb_path.unlink()
     return BuildSummary(n, dim, index_type, path, path.stat().st_size, time.perf_counter() - t0, reused)
 

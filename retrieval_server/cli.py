@@ -45,9 +45,11 @@ def _backend_loader(args: argparse.Namespace):
             desc = f"bm25 {args.index}"
         else:
             from retrieval_server.encoder import Encoder
+            from retrieval_server.index_meta import family_for_serving
 
             encoder = Encoder(args.encoder, device=args.device, dtype=args.dtype,
-                              use_sentence_transformers=args.sentence_transformers)
+                              use_sentence_transformers=args.sentence_transformers,
+                              family=family_for_serving(args.index, args.encoder_family))
             if args.retriever == "torch":
                 emb = np.memmap(args.index, dtype=np.float32, mode="r").reshape(-1, encoder.dim)
                 index = TorchExactIndex(np.asarray(emb), device=encoder.device)
@@ -57,7 +59,7 @@ def _backend_loader(args: argparse.Namespace):
             if args.rerank_embeddings:
                 rerank = np.memmap(args.rerank_embeddings, dtype=np.float32, mode="r").reshape(-1, encoder.dim)
             retriever = DenseRetriever(encoder, index, rerank_embeddings=rerank, rerank_k=args.rerank_k)
-            desc = f"{args.retriever} {Path(args.index).name} + {args.encoder} on {encoder.device}"
+            desc = f"{args.retriever} {Path(args.index).name} + {args.encoder} ({encoder.family}) on {encoder.device}"
         if len(retriever) != len(corpus):
             raise ValueError(f"index has {len(retriever)} entries but corpus {args.corpus} has {len(corpus)} passages")
         if args.retriever == "bm25":  # numba/JIT warm-up so the first request is not slow
@@ -76,6 +78,10 @@ def serve(args: argparse.Namespace) -> None:
         raise ValueError("--retriever flashrag needs --flashrag-config (a FlashRAG YAML)")
     if args.retriever != "flashrag" and not (args.index and args.corpus):
         raise ValueError(f"--retriever {args.retriever} needs --index and --corpus")
+    if args.retriever in ("dense", "torch"):
+        from retrieval_server.index_meta import family_for_serving
+
+        family_for_serving(args.index, args.encoder_family)  # a family the index was not built with: exit 2 now
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     if args.host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
         logging.warning("serving on %s without --api-key: anyone who can reach this host can query it", args.host)
@@ -100,7 +106,8 @@ def build_index(args: argparse.Namespace) -> None:
         summary = build_dense_index(args.corpus, args.encoder, args.out, index_type=args.index_type,
                                     shard_size=args.shard_size, batch_size=args.batch_size,
                                     save_embedding=args.save_embedding, device=args.device, dtype=args.dtype, limit=args.limit,
-                                    use_sentence_transformers=args.sentence_transformers)
+                                    use_sentence_transformers=args.sentence_transformers,
+                                    family=args.encoder_family)
     print(summary)
 
 
@@ -118,6 +125,9 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--flashrag-config", default=None, help="FlashRAG YAML (retrieval_method, index_path, ...)")
     s.add_argument("--encoder", default="intfloat/e5-base-v2")
     s.add_argument("--sentence-transformers", action="store_true", help="load --encoder with sentence-transformers")
+    s.add_argument("--encoder-family", "--retriever-name", choices=["e5", "bge", "plain"], default=None,
+                   help="query/passage prefixes and pooling (e5: 'query: '/'passage: ', mean; bge: instruction, cls; "
+                        "plain: none, mean); default: as recorded with the index, else guessed from --encoder")
     s.add_argument("--device", default="auto")
     s.add_argument("--dtype", default="auto", help="encoder precision: auto (fp16 GPU, bf16 AMX CPU), fp32, fp16, bf16")
     s.add_argument("--faiss-gpu", action="store_true", help="shard the index over all GPUs in fp16 (faiss-gpu)")
@@ -146,6 +156,9 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--corpus", required=True)
     b.add_argument("--encoder", default="intfloat/e5-base-v2")
     b.add_argument("--sentence-transformers", action="store_true")
+    b.add_argument("--encoder-family", "--retriever-name", choices=["e5", "bge", "plain"], default=None,
+                   help="query/passage prefixes and pooling (e5: 'query: '/'passage: ', mean; bge: instruction, cls; "
+                        "plain: none, mean); default: guessed from --encoder (and recorded in <index>.meta.json)")
     b.add_argument("--index-type", default="Flat", help="FAISS factory string (Flat, HNSW64, IVF4096,PQ96) or BM25")
     b.add_argument("--out", required=True, help="output folder")
     b.add_argument("--shard-size", type=int, default=10000, help="passages per resumable embedding shard")

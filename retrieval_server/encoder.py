@@ -1,14 +1,18 @@
 """Text encoders for dense retrieval; the server and the index builder share this one module.
 
-Per model family (by name), the conventions the model was trained with:
+Per model family, the conventions the model was trained with:
 
 =========  ===============  ==================  =======
 family     query prefix     passage prefix      pooling
 =========  ===============  ==================  =======
 e5         ``query: ``      ``passage: ``       mean
 bge        instruction      (none)              cls
-other      (none)           (none)              mean
+plain      (none)           (none)              mean
 =========  ===============  ==================  =======
+
+The family is a setting (``--encoder-family``, the original's ``--retriever_name``), written next
+to the index by the builder (``<index>.meta.json``) so the server encodes queries the way the
+passages were encoded. Without it, the family is guessed from the model name and the guess is logged.
 
 Embeddings are L2-normalised (inner product = cosine), queries are cut at 256
 tokens, passages at 512; fp16 on GPU, bf16 on CPUs with AMX (``dtype="fp32"``
@@ -37,13 +41,30 @@ class EncoderSpec:
     pooling: str  # "mean" | "cls"
 
 
-def spec_for(model_name: str) -> EncoderSpec:
-    name = model_name.lower()
-    if "e5" in name:
-        return EncoderSpec("query: ", "passage: ", "mean")
-    if "bge" in name:
-        return EncoderSpec(BGE_QUERY_INSTRUCTION if "en" in name else "", "", "cls")
-    return EncoderSpec("", "", "mean")
+FAMILIES = {
+    "e5": EncoderSpec("query: ", "passage: ", "mean"),
+    "bge": EncoderSpec(BGE_QUERY_INSTRUCTION, "", "cls"),
+    "plain": EncoderSpec("", "", "mean"),
+}
+
+
+def guess_family(model_name: str) -> str:
+    """Family from the model's name (the default when none is set): ``e5``, ``bge`` or ``plain``."""
+    name = Path(model_name.rstrip("/")).name.lower() or model_name.lower()
+    for family in ("e5", "bge"):
+        if family in name:
+            return family
+    return "plain"
+
+
+def resolve_family(model_name: str, family: str | None) -> str:
+    if family is None:
+        family = guess_family(model_name)
+        logger.info("encoder family %r guessed from the name %r; set --encoder-family to be explicit",
+                    family, model_name)
+    if family not in FAMILIES:
+        raise ValueError(f"--encoder-family must be one of {sorted(FAMILIES)}, got {family!r}")
+    return family
 
 
 def cpu_has_amx_bf16() -> bool:
@@ -94,6 +115,7 @@ class Encoder:
         pooling: str | None = None,
         query_prefix: str | None = None,
         passage_prefix: str | None = None,
+        family: str | None = None,
         query_max_length: int = 256,
         passage_max_length: int = 512,
         use_sentence_transformers: bool = False,
@@ -101,7 +123,8 @@ class Encoder:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        spec = spec_for(model_name_or_path)
+        self.family = resolve_family(model_name_or_path, family)
+        spec = FAMILIES[self.family]
         self.name = model_name_or_path
         self.pooling = pooling or spec.pooling
         self.query_prefix = spec.query_prefix if query_prefix is None else query_prefix

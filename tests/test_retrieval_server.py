@@ -263,3 +263,35 @@ def test_serve_checks_its_arguments():
         out = subprocess.run([sys.executable, "-m", "retrieval_server", "serve", *args],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 2 and expected in out.stderr, out.stderr
+
+
+def test_encoder_family_is_recorded_with_the_index_and_wins_over_the_name(dense_index, dense_server, sample_world,
+                                                                          minilm_path, tmp_path):
+    """MiniLM served from a directory whose name says "e5" must not get E5 prefixes: the index says how
+    its passages were encoded. Asking for another family than the index's is refused."""
+    from search_r1_plugin.testing.server_process import retrieval_server
+
+    meta = json.loads(open(f"{dense_index.index_path}.meta.json").read())
+    assert meta["family"] == "plain" and meta["query_prefix"] == "" and meta["pooling"] == "mean"
+    misleading = tmp_path / "e5-baseline-minilm"
+    misleading.symlink_to(minilm_path, target_is_directory=True)
+    queries = [json.loads(line)["question"] for line in open(sample_world["sample_nq/test"])][:11]
+    with retrieval_server(["--index", str(dense_index.index_path), "--corpus", str(sample_world["corpus"]),
+                           "--encoder", str(misleading)], tmp_path / "server.log") as url:
+        got = post(url, {"queries": queries, "topk": 3}).json()["result"]
+    want = post(dense_server, {"queries": queries, "topk": 3}).json()["result"]
+    assert [[d["id"] for d in r] for r in got] == [[d["id"] for d in r] for r in want]
+    out = subprocess.run([sys.executable, "-m", "retrieval_server", "serve", "--index", str(dense_index.index_path),
+                          "--corpus", str(sample_world["corpus"]), "--encoder", minilm_path,
+                          "--encoder-family", "e5"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "built with family 'plain'" in out.stderr, out.stderr
+
+
+def test_encoder_family_guess_and_explicit_setting():
+    from retrieval_server.encoder import guess_family, resolve_family
+
+    assert guess_family("intfloat/e5-base-v2") == "e5" and guess_family("BAAI/bge-large-en-v1.5") == "bge"
+    assert guess_family("/models/all-MiniLM-L6-v2") == "plain"
+    assert resolve_family("/models/weights", "e5") == "e5"  # E5 weights in a folder without "e5" in its name
+    with pytest.raises(ValueError, match="--encoder-family"):
+        resolve_family("x", "e6")
