@@ -183,3 +183,28 @@ def test_no_mask_with_rollout_logprobs_fails_when_the_config_resolves():
     with pytest.raises(Exception, match="calculate_log_probs=false"):
         OmegaConf.resolve(cfg)
     assert compose_trainer_config("ppo", ["+search_r1_ablation=no_mask"]).actor_rollout_ref.rollout.calculate_log_probs is False
+
+
+def test_no_two_runs_share_a_checkpoint_folder():
+    """verl resumes from checkpoints/{project}/{experiment_name}: every run the recipes README lists,
+    and every ablation on a PPO and a GRPO preset, must get its own folder."""
+    import re
+
+    readme = files("recipes").joinpath("README.md").read_text()
+    runs = {(p, a) for p, a in re.findall(r"\+search_r1=([\w.\-]+)(?: \+search_r1_ablation=(\w+))?", readme)
+            if p in PRESETS}
+    assert len(runs) >= 15  # the README's table
+    runs |= {(p, "") for p in PRESETS}
+    for base in ("ppo-qwen2.5-7b-base", "grpo-qwen2.5-7b-base"):
+        runs |= {(base, a) for a in ABLATIONS if not (a.startswith("group") and base.startswith("ppo"))}
+    runs |= {("[grpo,cpu]", ""), ("[ppo,cpu]", "")}
+    folders = {}
+    for preset, ablation in sorted(runs):
+        cfg = compose_trainer_config(preset, [f"+search_r1_ablation={ablation}"] if ablation else [])
+        folder = OmegaConf.to_container(cfg.trainer, resolve=True)["default_local_dir"]
+        assert folder not in folders, f"{preset} {ablation} and {folders[folder]} share {folder}"
+        folders[folder] = (preset, ablation)
+    assert len(folders) == len(runs) >= 50
+    # a command-line value that changes the run changes the folder too
+    base = compose_trainer_config("ppo-qwen2.5-7b-base").trainer.experiment_name
+    assert compose_trainer_config("ppo-qwen2.5-7b-base", ["search_r1.topk=7"]).trainer.experiment_name == base + "-topk7"
