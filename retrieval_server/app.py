@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 try:  # orjson serialises the (large) result lists several times faster than the json module
@@ -107,6 +109,24 @@ def create_app(
             await state["batcher"].stop()
 
     app = FastAPI(title="Search-R1 retrieval server", lifespan=lifespan)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 naming the field; a NaN or infinite input value is echoed as text, since FastAPI's
+        default handler fails to serialise it and answers 500."""
+        metrics.rejected += 1
+
+        def finite(x: Any) -> Any:
+            if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
+                return repr(x)
+            if isinstance(x, dict):
+                return {k: finite(v) for k, v in x.items()}
+            if isinstance(x, (list, tuple)):
+                return [finite(v) for v in x]
+            return x
+
+        return JSONResponse({"detail": finite(jsonable_encoder(exc.errors(), custom_encoder={float: finite}))},
+                            status_code=422)
 
     def check_auth(request: Request) -> None:
         if api_key is None:

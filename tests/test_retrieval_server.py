@@ -295,3 +295,14 @@ def test_encoder_family_guess_and_explicit_setting():
     assert resolve_family("/models/weights", "e5") == "e5"  # E5 weights in a folder without "e5" in its name
     with pytest.raises(ValueError, match="--encoder-family"):
         resolve_family("x", "e6")
+
+
+def test_non_finite_numbers_are_a_422_not_a_500(dense_server):
+    bodies = [b'{"queries": ["a"], "topk": NaN}', b'{"queries": ["a"], "topk": Infinity}',
+              b'{"queries": ["a"], "topk": 1e400}', b'{"queries": [NaN]}', b'{"queries": ["a"], "return_scores": -Infinity}']
+    with httpx.Client(timeout=30) as client:
+        for raw in bodies:
+            r = client.post(f"{dense_server}/retrieve", content=raw, headers={"content-type": "application/json"})
+            assert r.status_code == 422, (raw, r.status_code, r.text[:200])
+            assert r.json()["detail"][0]["loc"][0] == "body"
+        assert client.get(f"{dense_server}/health").json()["status"] == "ready"
