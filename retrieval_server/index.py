@@ -10,17 +10,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import numpy as np
 
 logger = logging.getLogger(__name__)
-
-
-class Retriever(Protocol):
-    def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]: ...
-
-    def __len__(self) -> int: ...
 
 
 def load_faiss_index(path: str | Path, *, gpu: bool = False, nprobe: int | None = None, ef_search: int | None = None):
@@ -40,7 +34,9 @@ def load_faiss_index(path: str | Path, *, gpu: bool = False, nprobe: int | None 
         index.hnsw.efSearch = ef_search
     if gpu:
         if not hasattr(faiss, "index_cpu_to_all_gpus") or faiss.get_num_gpus() == 0:
-            raise RuntimeError("--faiss-gpu needs faiss-gpu and a visible GPU (pip install search-r1-plugin[gpu])")
+            raise RuntimeError("--faiss-gpu needs faiss-gpu and a visible GPU (faiss-gpu replaces faiss-cpu: "
+                               "pip uninstall faiss-cpu && pip install faiss-gpu); without it, serve exact search "
+                               "on the GPU with --retriever torch --index emb_<method>.memmap")
         co = faiss.GpuMultipleClonerOptions()
         co.useFloat16 = True
         co.shard = True

@@ -97,10 +97,6 @@ class Action:
     kind: str | None
     content: str = ""
 
-    @property
-    def is_valid(self) -> bool:
-        return self.kind is not None
-
 
 def parse_action(text: str) -> Action:
     """First ``<search>``/``<answer>`` block of a turn, exactly like the original parser."""
