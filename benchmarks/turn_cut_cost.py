@@ -37,8 +37,8 @@ def main() -> None:
 
     from recipes.sample_world import write_world
     from retrieval_server.builder import build_bm25_index
-    from retrieval_server.index import BM25Retriever
     from retrieval_server.corpus import Corpus
+    from retrieval_server.index import BM25Retriever
     from search_r1_plugin.cpu.hf_generation import HFGenerator, SamplingRequest
     from search_r1_plugin.protocol import make_messages, turn_stop_strings
     from search_r1_plugin.rollout import run_trajectory

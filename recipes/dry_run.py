@@ -45,12 +45,12 @@ def main() -> None:
     from verl.trainer.ppo import core_algos
     from verl.utils.dataset.rl_dataset import RLHFDataset, collate_fn
 
+    from recipes.demo import reader_policy
     from recipes.prepare_data import prepare
     from recipes.sample_world import write_world
     from retrieval_server.builder import build_bm25_index
     from search_r1_plugin.testing.server_process import retrieval_server
     from search_r1_plugin.testing.tiny_model import build_tiny_qwen2
-    from recipes.demo import reader_policy
     from search_r1_plugin.testing.verl_harness import FunctionLLM, compose_trainer_config, run_agent_loop_batch
 
     work = Path(tempfile.mkdtemp(prefix="search_r1_dry_run_"))

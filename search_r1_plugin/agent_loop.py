@@ -19,11 +19,11 @@ from omegaconf import OmegaConf
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetrics, AgentLoopOutput, register
 from verl.utils.profiler import simple_timer
 
-from search_r1_plugin.settings import SearchR1Config, check_rollout_logprobs
 from search_r1_plugin.protocol import turn_stop_strings
-from search_r1_plugin.reward import MODEL_TEXT_KEY
 from search_r1_plugin.retrieval_client import client_from_config
+from search_r1_plugin.reward import MODEL_TEXT_KEY
 from search_r1_plugin.rollout import ObservationEncoder, run_trajectory
+from search_r1_plugin.settings import SearchR1Config, check_rollout_logprobs
 
 _CONFIG_FIELDS = set(SearchR1Config.__dataclass_fields__)
 # verl builds one agent loop per trajectory; what depends only on the worker's tokenizer or trainer

@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Optional, Sequence
 
-from search_r1_plugin.settings import SearchR1Config
 from search_r1_plugin.protocol import (
     INFO_CLOSE,
     INFO_OPEN,
@@ -35,6 +34,7 @@ from search_r1_plugin.protocol import (
     parse_action,
     turn_cut_stops,
 )
+from search_r1_plugin.settings import SearchR1Config
 
 # generate(context_ids, max_tokens) -> (token_ids, logprobs or None)
 GenerateFn = Callable[[list[int], int], Awaitable[tuple[list[int], Optional[list[float]]]]]

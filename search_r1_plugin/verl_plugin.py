@@ -19,8 +19,10 @@ masking needs no hook on verl 0.9.1 (see ``docs/masking.md``).
 
 import os
 
-from search_r1_plugin import agent_loop  # noqa: F401  (registers "search_r1")
-from search_r1_plugin import config  # noqa: F401  (registers the presets' resolvers)
+from search_r1_plugin import (
+    agent_loop,  # noqa: F401  (registers "search_r1")
+    config,  # noqa: F401  (registers the presets' resolvers)
+)
 
 if os.environ.get("VERL_PLATFORM", "").strip().lower() == "cpu":
     from search_r1_plugin import cpu  # noqa: F401  (platform, engines, rollout "hf")

@@ -60,8 +60,8 @@ def run_eval(world, tmp_path, gen, tokenizer, url, method="search_r1", limit=6, 
 
 def test_scripted_policy_gives_expected_scores(sample_world, tmp_path, tiny_tokenizer, bm25_server):
     answers = answers_of(sample_world)
-    first = [json.loads(l)["question"] for l in open(sample_world["sample_nq/test"])][:6]
-    right = set(first[:3]) | {json.loads(l)["question"] for l in open(sample_world["sample_hotpotqa/test"])}
+    first = [json.loads(line)["question"] for line in open(sample_world["sample_nq/test"])][:6]
+    right = set(first[:3]) | {json.loads(line)["question"] for line in open(sample_world["sample_hotpotqa/test"])}
     gen = ScriptedGenerator(tiny_tokenizer, oracle_policy(answers, right))
     out = run_eval(sample_world, tmp_path, gen, tiny_tokenizer, bm25_server, paper_model="qwen2.5-7b")
     assert out["scores"]["sample_nq"]["em"] == pytest.approx(0.5)

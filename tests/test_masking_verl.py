@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-
 from verl import DataProto
 from verl.trainer.ppo import core_algos
 from verl.trainer.ppo.ray_trainer import apply_kl_penalty

@@ -91,10 +91,10 @@ def test_ablation_validates(ablation, tiny_model_dir):
 
 
 def test_prepare_data_golden(sample_world, tmp_path):
+    import shutil
+
     from recipes.prepare_data import prepare
     from search_r1_plugin.protocol import make_prompt
-
-    import shutil
 
     root = tmp_path / "world"  # a private copy: the session's sample world is shared by other tests
     shutil.copytree(sample_world["corpus"].parent, root)
@@ -130,8 +130,9 @@ def test_prepare_data_missing_input_is_clear(tmp_path):
 
 
 def test_parquet_through_verl_dataset_and_agent_loop_rows(sample_world, tmp_path, tiny_model_dir, tiny_tokenizer):
-    from recipes.prepare_data import prepare
     from verl.utils.dataset.rl_dataset import RLHFDataset
+
+    from recipes.prepare_data import prepare
 
     prepare(tmp_path, "sample_nq:train", "sample_nq:test", "search_r1", sample_world["corpus"].parent, False)
     cfg = compose_trainer_config("ppo", [f"actor_rollout_ref.model.path={tiny_model_dir}"])
@@ -151,8 +152,8 @@ def test_dry_run_grpo_prints_masks_and_advantages():
                          capture_output=True, text=True, timeout=600, env=dict(os.environ, HF_HUB_OFFLINE="1"))
     assert out.returncode == 0, out.stderr[-3000:]
     assert "adv_estimator=grpo, 5 trajectories" in out.stdout
-    spans = [l for l in out.stdout.splitlines() if l.startswith("  0 |") or l.startswith("  1 |")]
-    assert any(l.startswith("  0 | +0.000 | '\\n\\n<information>") for l in spans)  # GRPO: zero on observations
+    spans = [s for s in out.stdout.splitlines() if s.startswith("  0 |") or s.startswith("  1 |")]
+    assert any(s.startswith("  0 | +0.000 | '\\n\\n<information>") for s in spans)  # GRPO: zero on observations
     assert spans[-1].startswith("  1 |") and "</answer>" in spans[-1]
 
 

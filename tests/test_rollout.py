@@ -5,9 +5,9 @@ import random
 
 import pytest
 
-from search_r1_plugin.settings import ConfigError, SearchR1Config
 from search_r1_plugin.protocol import INVALID_ACTION_MESSAGE
 from search_r1_plugin.rollout import ObservationEncoder, cut_at_stop, run_trajectory
+from search_r1_plugin.settings import ConfigError, SearchR1Config
 
 DOCS = [{"document": {"id": "0", "contents": "\"Paris\"\nParis is the capital of France."}, "score": 1.0}]
 

@@ -7,9 +7,10 @@ again), so the resolvers the presets use are registered here:
 * ``${search_r1_div:total,gpus,nodes}`` turns the paper's global micro-batch sizes into
   per-GPU values for whatever GPU count is configured;
 * ``${search_r1_check:${search_r1},${actor_rollout_ref.rollout.calculate_log_probs}}`` validates
-  the ``search_r1`` block (and its fit with rollout log-probs) when the trainer resolves its config;
-* ``${search_r1_experiment:…}`` names the run (``trainer.experiment_name``, hence its checkpoint folder) (TaskRunner start, or ``--cfg job --resolve``), so a bad value stops
-  the run before any model loads instead of at the first rollout.
+  the ``search_r1`` block (and its fit with rollout log-probs) when the trainer resolves its config
+  (TaskRunner start, or ``--cfg job --resolve``), so a bad value stops the run before any model loads
+  instead of at the first rollout;
+* ``${search_r1_experiment:…}`` names the run (``trainer.experiment_name``, hence its checkpoint folder).
 """
 
 from omegaconf import DictConfig, OmegaConf

@@ -120,8 +120,8 @@ class ScriptedGenerator:
 def make_generator(model: str, backend: str = "auto", temperature: float = 0.0):
     if backend == "auto":
         try:
-            import vllm  # noqa: F401
             import torch
+            import vllm  # noqa: F401
 
             backend = "vllm" if torch.cuda.is_available() else "hf"
         except ImportError:

@@ -12,12 +12,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Optional
 
-from search_r1_plugin.protocol import (extract_answer, format_docs, make_messages, normalize_question,
-                                      turn_stop_strings)
+from search_r1_plugin.evaluation.backends import chat_prompt_ids
+from search_r1_plugin.protocol import extract_answer, format_docs, make_messages, normalize_question, turn_stop_strings
 from search_r1_plugin.rollout import run_trajectory
 from search_r1_plugin.settings import SearchR1Config
-
-from search_r1_plugin.evaluation.backends import chat_prompt_ids
 
 DIRECT_TEMPLATE = (
     "Answer the given question directly, without explanation. Provide the answer inside <answer> and </answer>. "
