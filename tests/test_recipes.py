@@ -209,3 +209,13 @@ def test_no_two_runs_share_a_checkpoint_folder():
     # a command-line value that changes the run changes the folder too
     base = compose_trainer_config("ppo-qwen2.5-7b-base").trainer.experiment_name
     assert compose_trainer_config("ppo-qwen2.5-7b-base", ["search_r1.topk=7"]).trainer.experiment_name == base + "-topk7"
+
+
+def test_preset_defaults_are_the_settings_defaults():
+    """common.yaml's search_r1 block restates SearchR1Config's defaults (the paper's): they must agree."""
+    from dataclasses import asdict
+
+    from search_r1_plugin.settings import SearchR1Config
+
+    block = OmegaConf.to_container(compose_trainer_config("ppo").search_r1, resolve=True)
+    assert block == asdict(SearchR1Config())
