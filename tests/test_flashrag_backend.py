@@ -31,7 +31,7 @@ def test_flashrag_dense_retriever_matches_brute_force(sample_world, dense_index,
         scored = httpx.post(f"{url}/retrieve", json={"queries": queries, "topk": 3, "return_scores": True},
                             timeout=60).json()["result"]
         plain = httpx.post(f"{url}/retrieve", json={"queries": queries[:1], "topk": 2}, timeout=60).json()["result"]
-        bad = httpx.post(f"{url}/retrieve", json={"queries": [], "topk": 3}, timeout=10)
+        bad = httpx.post(f"{url}/retrieve", json={"queries": ["a"], "topk": "many"}, timeout=10)
 
     corpus = [json.loads(line)["id"] for line in open(sample_world["corpus"])]
     assert health["status"] == "ready" and health["documents"] == len(corpus)
