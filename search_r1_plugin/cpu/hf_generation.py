@@ -78,8 +78,9 @@ class HFGenerator:
     def _stopped_by_string(self, req: SamplingRequest) -> bool:
         if not req.stop:
             return False
-        # Only the tail can complete a stop string; decode a window wide enough for the longest one.
-        window = max(len(s) for s in req.stop) + 8
+        # Only the tail can complete a stop string; decode a window wide enough for the longest one
+        # (a byte-level token may carry a fraction of a character: up to 4 tokens per character).
+        window = 4 * max(len(s) for s in req.stop) + 8
         tail = self.tokenizer.decode(req.token_ids[-window:], skip_special_tokens=False)
         return any(s in tail for s in req.stop)
 
