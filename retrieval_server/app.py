@@ -108,7 +108,9 @@ def create_app(
         if state["batcher"] is not None:
             await state["batcher"].stop()
 
-    app = FastAPI(title="Search-R1 retrieval server", lifespan=lifespan)
+    # With a key, nothing but readiness is public: no API docs, no model/index details on /health.
+    public_docs = {} if api_key is None else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title="Search-R1 retrieval server", lifespan=lifespan, **public_docs)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -128,12 +130,15 @@ def create_app(
         return JSONResponse({"detail": finite(jsonable_encoder(exc.errors(), custom_encoder={float: finite}))},
                             status_code=422)
 
-    def check_auth(request: Request) -> None:
+    def authorized(request: Request) -> bool:
         if api_key is None:
-            return
+            return True
         header = request.headers.get("authorization", "")
         token = header[7:] if header.lower().startswith("bearer ") else ""
-        if not hmac.compare_digest(token.encode(), api_key.encode()):
+        return hmac.compare_digest(token.encode(), api_key.encode())
+
+    def check_auth(request: Request) -> None:
+        if not authorized(request):
             raise HTTPException(status_code=401, detail="missing or wrong bearer token (Authorization: Bearer <key>)")
 
     def reject(field: str, message: str) -> HTTPException:
@@ -141,9 +146,11 @@ def create_app(
         return HTTPException(status_code=422, detail=[{"loc": ["body", field], "msg": message}])
 
     @app.get("/health")
-    async def health() -> JSONResponse:
+    async def health(request: Request) -> JSONResponse:
         backend = state["backend"]
         body = {"status": state["status"]}
+        if not authorized(request):  # liveness/readiness only; details (paths, model, device) need the key
+            return JSONResponse(body, status_code=200 if state["status"] == "ready" else 503)
         if backend is not None:
             body.update(documents=backend.size, retriever=backend.description)
         if state["error"]:

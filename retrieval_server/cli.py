@@ -83,6 +83,10 @@ def serve(args: argparse.Namespace) -> None:
 
         family_for_serving(args.index, args.encoder_family)  # a family the index was not built with: exit 2 now
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    if args.api_key_file:  # keeps the key off the command line (visible in ps)
+        api_key = Path(args.api_key_file).read_text().strip() or None
+        if api_key is None:
+            raise ValueError(f"--api-key-file {args.api_key_file} is empty")
     if args.host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
         logging.warning("serving on %s without --api-key: anyone who can reach this host can query it", args.host)
     app = create_app(
@@ -140,6 +144,7 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--api-key", default=None, help=f"require 'Authorization: Bearer <key>' (or env {API_KEY_ENV})")
+    s.add_argument("--api-key-file", default=None, help="read the key from this file instead")
     s.add_argument("--max-batch", type=int, default=512,
                    help="most queries per encoder/search batch; bigger requests are searched in chunks of this size")
     s.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a batch waits to fill")

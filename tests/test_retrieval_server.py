@@ -165,12 +165,19 @@ def test_concurrent_requests_are_batched_and_all_answered(dense_server):
 def test_auth(sample_world, bm25_index, tmp_path):
     from search_r1_plugin.testing.server_process import retrieval_server
 
+    key_file = tmp_path / "key"
+    key_file.write_text("s3cret\n")
     args = ["--retriever", "bm25", "--index", str(bm25_index.index_path), "--corpus", str(sample_world["corpus"]),
-            "--api-key", "s3cret"]
+            "--api-key-file", str(key_file)]
     with retrieval_server(args, tmp_path / "auth.log") as url:
         assert post(url, {"queries": ["a"]}).status_code == 401
         assert post(url, {"queries": ["a"]}, headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert post(url, {"queries": ["a"]}, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        # without the key: readiness only, no paths or model details, no API docs
+        assert httpx.get(f"{url}/health").json() == {"status": "ready"}
+        detailed = httpx.get(f"{url}/health", headers={"Authorization": "Bearer s3cret"}).json()
+        assert detailed["status"] == "ready" and "bm25" in detailed["retriever"]
+        assert httpx.get(f"{url}/docs").status_code == 404 and httpx.get(f"{url}/openapi.json").status_code == 404
 
 
 def test_builder_resumes_after_interruption(sample_world, minilm_path, tmp_path):
