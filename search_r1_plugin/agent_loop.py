@@ -86,9 +86,6 @@ class SearchR1AgentLoop(AgentLoopBase):
         self.response_length = int(self.rollout_config.response_length)
         self.retriever = client_from_config(self.search_config)
 
-    def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
-
     async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> AgentLoopOutput:
         messages = list(kwargs["raw_prompt"])
         prompt_ids = await self.ct_build_initial_tokens(messages)
@@ -112,6 +109,7 @@ class SearchR1AgentLoop(AgentLoopBase):
                 engine["routed_experts"] = out.routed_experts
             return out.token_ids, out.log_probs
 
+        obs_encoder = _observation_encoder(self.tokenizer)
         traj = await run_trajectory(
             prompt_ids,
             generate,
@@ -119,7 +117,7 @@ class SearchR1AgentLoop(AgentLoopBase):
             self.tokenizer,
             self.search_config,
             self.response_length,
-            obs_encoder=_observation_encoder(self.tokenizer),
+            obs_encoder=obs_encoder,
         )
         stats = traj.metrics()
         metrics = AgentLoopMetrics(
@@ -137,6 +135,6 @@ class SearchR1AgentLoop(AgentLoopBase):
             routed_experts=None if routed is None else routed[: len(prompt_ids) + len(traj.response_ids)],
             metrics=metrics,
             # extra_fields reach compute_score's extra_info, which returns them to verl's logger.
-            extra_fields={**engine_fields, "search_r1": stats, MODEL_TEXT_KEY: traj.model_text(self._decode),
+            extra_fields={**engine_fields, "search_r1": stats, MODEL_TEXT_KEY: traj.model_text(obs_encoder.decode),
                           "turn_scores": [], "tool_rewards": []},
         )

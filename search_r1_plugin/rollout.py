@@ -182,7 +182,8 @@ async def run_trajectory(
         ids, logprobs = await generate(list(prompt_ids) + traj.response_ids, max_tokens)
         ids = list(ids)[:max_tokens]
         ids = ids[: cut_turn(ids, enc.decode, config.turn_cut)]
-        action = parse_action(enc.decode(ids))
+        text = enc.decode(ids)  # unchanged by dropping a trailing special token below (decoded without them)
+        action = parse_action(text)
         if (config.turn_cut == "original" and action.kind is None and turn < config.max_turns
                 and ids and ids[-1] in enc.special_ids):
             # The original decoded without special tokens and re-encoded, so an action-less turn that
@@ -196,7 +197,7 @@ async def run_trajectory(
         if not ids:  # nothing generated: the trajectory cannot continue
             break
         traj.append(ids, model=True, mask=1, logprobs=logprobs)
-        emit("model", enc.decode(ids))
+        emit("model", text)
 
         if action.kind == "answer":
             traj.valid_actions += 1

@@ -98,13 +98,12 @@ def test_greedy_max_tokens_and_stop_strings(generator, tiny_tokenizer):
     assert len(greedy.token_ids) == 20 or greedy.token_ids[-1] == tiny_tokenizer.eos_token_id
     # a stop string the greedy text contains: generation ends on the token that completes it, stop kept
     text = tiny_tokenizer.decode(greedy.token_ids)
-    stop = text[len(text) // 2: len(text) // 2 + 3]
-    if stop.strip():
-        cut = generator.generate([SamplingRequest.from_params(prompt, {"temperature": 0, "max_tokens": 20,
-                                                                       "stop": [stop]}, 100)])[0]
-        assert cut.finish_reason == "stop" and stop in tiny_tokenizer.decode(cut.token_ids)
-        assert stop not in tiny_tokenizer.decode(cut.token_ids[:-1])
-        assert cut.token_ids == greedy.token_ids[: len(cut.token_ids)]
+    stop = next(text[i: i + 3] for i in range(len(text) // 2, len(text) - 2) if text[i: i + 3].strip())
+    cut = generator.generate([SamplingRequest.from_params(prompt, {"temperature": 0, "max_tokens": 20,
+                                                                   "stop": [stop]}, 100)])[0]
+    assert cut.finish_reason == "stop" and stop in tiny_tokenizer.decode(cut.token_ids)
+    assert stop not in tiny_tokenizer.decode(cut.token_ids[:-1])
+    assert cut.token_ids == greedy.token_ids[: len(cut.token_ids)]
 
 
 def test_server_weight_update_changes_logprobs_to_the_actors(tiny_model_dir, tiny_tokenizer):
