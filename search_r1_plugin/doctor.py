@@ -43,11 +43,11 @@ def run_checks(retriever_url: str | None) -> list[tuple[bool, str]]:
     checks.append((ok, "reward pkg://search_r1_plugin.reward:compute_score scores a known answer"))
     try:
         importlib.import_module("search_r1_plugin.config")
-        from importlib.resources import files
+        from search_r1_plugin.presets import GROUPS, choices
 
-        presets = sorted(p.name[:-5] for p in files("search_r1_plugin.config").joinpath("search_r1").iterdir()
-                         if p.name.endswith(".yaml") and p.name != "common.yaml")
-        checks.append((bool(presets), f"Hydra presets (+search_r1=<name>): {', '.join(presets)}"))
+        found = {group: choices(group) for group in GROUPS}
+        checks.append((all(found.values()), "Hydra config groups: " + "; ".join(
+            f"{group}={'|'.join(names)}" for group, names in found.items())))
     except Exception as exc:
         checks.append((False, f"presets not found: {exc!r}"))
     if retriever_url:

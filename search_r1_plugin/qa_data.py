@@ -1,6 +1,6 @@
 """FlashRAG-format QA files (``{"id", "question", "golden_answers"}``), local or from the hub.
 
-Shared by ``recipes/prepare_data.py`` (training parquet) and ``search-r1 eval``.
+Shared by ``search_r1_plugin/data_prep.py`` (training parquet) and ``search-r1 eval``.
 """
 
 from __future__ import annotations
@@ -9,14 +9,12 @@ import json
 from pathlib import Path
 from typing import Iterator
 
+from search_r1_plugin.errors import DataError
+
 HUB_DATASET = "RUC-NLPIR/FlashRAG_datasets"
 # The splits the paper evaluates on.
 PAPER_TEST_SPLITS = {"nq": "test", "triviaqa": "test", "popqa": "test", "hotpotqa": "dev",
                      "2wikimultihopqa": "dev", "musique": "dev", "bamboogle": "test"}
-
-
-class DataError(RuntimeError):
-    """Input data missing or unusable; the message says which file or dataset."""
 
 
 def read_local(local_dir: Path, name: str, split: str) -> Iterator[dict]:

@@ -22,15 +22,9 @@ from typing import Any
 
 import aiohttp
 
+from search_r1_plugin.errors import RequestRejected, RetrievalError
+
 logger = logging.getLogger(__name__)
-
-
-class RetrievalError(RuntimeError):
-    """The retrieval server could not answer within the retry budget."""
-
-
-class RequestRejected(RetrievalError):
-    """The server refused the request itself (HTTP 4xx other than 408/429): retrying cannot help."""
 
 
 @dataclass

@@ -7,8 +7,9 @@
     repeat for ``max_turns`` turns, then one final turn without retrieval.
 
 The function knows nothing of verl: the verl agent loop, the evaluator and
-``search-r1 ask`` all call :func:`run_trajectory` with their own ``generate``
-(vLLM server manager, HF ``generate``, a scripted policy) and ``retrieve``.
+``search-r1 ask`` all call :func:`run_trajectory` with their own policy
+(:mod:`search_r1_plugin.policy`: verl's server manager, HF ``generate``, vLLM, a scripted reader)
+and ``retrieve``.
 
 Invariants (tested on ≥ 10,000 random outputs):
 * ``len(response_ids) == len(response_mask) == len(response_logprobs)`` and
@@ -25,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Optional, Sequence
 
+from search_r1_plugin.policy import Policy
 from search_r1_plugin.protocol import (
     INFO_CLOSE,
     INFO_OPEN,
@@ -33,11 +35,10 @@ from search_r1_plugin.protocol import (
     format_docs,
     parse_action,
     turn_cut_stops,
+    turn_stop_strings,
 )
 from search_r1_plugin.settings import SearchR1Config
 
-# generate(context_ids, max_tokens) -> (token_ids, logprobs or None)
-GenerateFn = Callable[[list[int], int], Awaitable[tuple[list[int], Optional[list[float]]]]]
 # retrieve(query, topk) -> documents in the server's result format
 RetrieveFn = Callable[[str, int], Awaitable[list[dict[str, Any]]]]
 # on_event(kind, payload): "model" text, "search" query, "information" text, "invalid", "answer"
@@ -158,7 +159,7 @@ class ObservationEncoder:
 
 async def run_trajectory(
     prompt_ids: list[int],
-    generate: GenerateFn,
+    policy: Policy,
     retrieve: RetrieveFn,
     tokenizer: Any,
     config: SearchR1Config,
@@ -172,6 +173,7 @@ async def run_trajectory(
     traj = Trajectory()
     injected_mask = 0 if config.mask_retrieved_tokens else 1
     emit = on_event or (lambda kind, payload: None)
+    stops = list(turn_stop_strings(config.turn_cut))
 
     for turn in range(config.max_turns + 1):
         remaining = response_length - len(traj.response_ids)
@@ -179,7 +181,7 @@ async def run_trajectory(
             traj.budget_exhausted = True
             break
         max_tokens = min(config.max_turn_tokens, remaining)
-        ids, logprobs = await generate(list(prompt_ids) + traj.response_ids, max_tokens)
+        ids, logprobs = await policy(list(prompt_ids) + traj.response_ids, max_tokens, stops)
         ids = list(ids)[:max_tokens]
         ids = ids[: cut_turn(ids, enc.decode, config.turn_cut)]
         text = enc.decode(ids)  # unchanged by dropping a trailing special token below (decoded without them)

@@ -13,11 +13,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
+from search_r1_plugin.errors import ConfigError
+
 DEFAULT_RETRIEVER_URL = "http://127.0.0.1:8000/retrieve"
-
-
-class ConfigError(ValueError):
-    """A Search-R1 setting is invalid; the message names the ``search_r1.<key>``."""
 
 
 @dataclass(frozen=True)

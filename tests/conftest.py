@@ -19,7 +19,7 @@ def minilm_path() -> str:
 
 @pytest.fixture(scope="session")
 def sample_world(tmp_path_factory):
-    from recipes.sample_world import write_world
+    from search_r1_plugin.sandbox.world import write_world
 
     return write_world(tmp_path_factory.mktemp("world"), num_people=60)
 
@@ -43,7 +43,7 @@ def bm25_index(sample_world, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def dense_server(sample_world, dense_index, minilm_path, tmp_path_factory):
-    from search_r1_plugin.testing.server_process import retrieval_server
+    from search_r1_plugin.sandbox.server_process import retrieval_server
 
     log = tmp_path_factory.mktemp("logs") / "dense_server.log"
     with retrieval_server(["--index", str(dense_index.index_path), "--corpus", str(sample_world["corpus"]),
@@ -54,7 +54,7 @@ def dense_server(sample_world, dense_index, minilm_path, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def bm25_server(sample_world, bm25_index, tmp_path_factory):
-    from search_r1_plugin.testing.server_process import retrieval_server
+    from search_r1_plugin.sandbox.server_process import retrieval_server
 
     log = tmp_path_factory.mktemp("logs") / "bm25_server.log"
     with retrieval_server(["--retriever", "bm25", "--index", str(bm25_index.index_path),
@@ -64,7 +64,7 @@ def bm25_server(sample_world, bm25_index, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> str:
-    from search_r1_plugin.testing.tiny_model import build_tiny_qwen2
+    from search_r1_plugin.sandbox.tiny_model import build_tiny_qwen2
 
     return str(build_tiny_qwen2(tmp_path_factory.mktemp("tiny_qwen2")))
 

@@ -5,14 +5,16 @@ import json
 import pytest
 import torch
 
+from search_r1_plugin.policy import PolicyServer, TextPolicy
+from search_r1_plugin.presets import compose
 from search_r1_plugin.protocol import make_messages
-from search_r1_plugin.testing.verl_harness import FunctionLLM, compose_trainer_config, run_agent_loop_batch
+from search_r1_plugin.sandbox.verl_harness import run_agent_loop_batch
 
 RESPONSE_LENGTH = 400
 
 
 def trainer_config(model_dir, url, *extra):
-    return compose_trainer_config("ppo", [
+    return compose("ppo", overrides=[
         f"actor_rollout_ref.model.path={model_dir}",
         "data.max_prompt_length=256",
         f"data.max_response_length={RESPONSE_LENGTH}",
@@ -36,16 +38,13 @@ def load_questions(world, n=4):
 
 def scripted_policy(tokenizer, rows, *, answer_right=True):
     """Search the question once, then answer (right or wrong) — decided from the context text."""
-    def policy(prompt_ids, params):
-        assert params["stop"] == ["</search>"] and params["include_stop_str_in_output"]  # turn_cut=original
-        ctx = tokenizer.decode(prompt_ids)
+    def act(ctx, stop):
+        assert stop == ["</search>"]  # turn_cut=original
         row = next(r for r in rows if r["question"].rstrip("?") in ctx)
         if "<information>" not in ctx.split("<|im_start|>assistant\n")[-1]:  # the prompt mentions the tag too
-            text = f"<think>I must look it up.</think><search> {row['question']} </search>"
-        else:
-            text = f"<think>Found it.</think><answer> {row['answer'] if answer_right else 'nobody'} </answer>"
-        return tokenizer.encode(text, add_special_tokens=False)
-    return policy
+            return f"<think>I must look it up.</think><search> {row['question']} </search>"
+        return f"<think>Found it.</think><answer> {row['answer'] if answer_right else 'nobody'} </answer>"
+    return TextPolicy(tokenizer, act)
 
 
 def run_worker(config, llm, rows):
@@ -57,8 +56,11 @@ def test_scripted_policy_through_verl(tiny_model_dir, tiny_tokenizer, bm25_serve
     rows = load_questions(sample_world)
     config = trainer_config(tiny_model_dir, bm25_server, f"search_r1.mask_retrieved_tokens={str(mask).lower()}",
                             f"actor_rollout_ref.rollout.calculate_log_probs={str(mask).lower()}")
-    llm = FunctionLLM(scripted_policy(tiny_tokenizer, rows))
+    llm = PolicyServer(scripted_policy(tiny_tokenizer, rows))
     out = run_worker(config, llm, rows)
+    # verl's engines are asked to stop on </search> (turn_cut=original) and keep it in the output
+    assert all(c["sampling_params"]["stop"] == ["</search>"] and c["sampling_params"]["include_stop_str_in_output"]
+               for c in llm.calls) and llm.calls
 
     responses, resp_mask = out.batch["responses"], out.batch["response_mask"]
     attn = out.batch["attention_mask"][:, -RESPONSE_LENGTH:]
@@ -102,7 +104,7 @@ def test_scripted_policy_through_verl(tiny_model_dir, tiny_tokenizer, bm25_serve
 def test_wrong_answers_get_zero(tiny_model_dir, tiny_tokenizer, bm25_server, sample_world):
     rows = load_questions(sample_world, 2)
     config = trainer_config(tiny_model_dir, bm25_server)
-    out = run_worker(config, FunctionLLM(scripted_policy(tiny_tokenizer, rows, answer_right=False)), rows)
+    out = run_worker(config, PolicyServer(scripted_policy(tiny_tokenizer, rows, answer_right=False)), rows)
     assert out.batch["rm_scores"].sum() == 0
 
 
@@ -114,18 +116,18 @@ def test_tiny_qwen2_hf_generate_through_verl(tiny_model_dir, tiny_tokenizer, bm2
     torch.manual_seed(0)
     forced = tiny_tokenizer.encode("<search> born </search>", add_special_tokens=False)
 
-    def policy(prompt_ids, params):
+    async def policy(prompt_ids, max_tokens, stop):
         # Prefix a valid search on the first turn so retrieval happens; the rest is sampled.
         first = "<information>" not in tiny_tokenizer.decode(prompt_ids).split("<|im_start|>assistant\n")[-1]
         inp = torch.tensor([prompt_ids + (forced if first else [])])
         with torch.no_grad():
-            gen = model.generate(inp, max_new_tokens=min(params["max_tokens"], 40), do_sample=True,
-                                 stop_strings=params["stop"], tokenizer=tiny_tokenizer,
+            gen = model.generate(inp, max_new_tokens=min(max_tokens, 40), do_sample=True,
+                                 stop_strings=stop, tokenizer=tiny_tokenizer,
                                  eos_token_id=tiny_tokenizer.eos_token_id, pad_token_id=tiny_tokenizer.pad_token_id)
-        return (forced if first else []) + gen[0, inp.shape[1]:].tolist()
+        return (forced if first else []) + gen[0, inp.shape[1]:].tolist(), None
 
     rows = load_questions(sample_world, 3)
-    out = run_worker(trainer_config(tiny_model_dir, bm25_server), FunctionLLM(policy), rows)
+    out = run_worker(trainer_config(tiny_model_dir, bm25_server), PolicyServer(policy), rows)
     attn = out.batch["attention_mask"][:, -RESPONSE_LENGTH:]
     for b in range(len(rows)):
         n = int(attn[b].sum())
@@ -138,13 +140,13 @@ def test_tiny_qwen2_hf_generate_through_verl(tiny_model_dir, tiny_tokenizer, bm2
 
 def test_retriever_down_is_a_clear_error(tiny_model_dir, tiny_tokenizer, sample_world):
     from search_r1_plugin.retrieval_client import RetrievalError
-    from search_r1_plugin.testing.server_process import free_port
+    from search_r1_plugin.sandbox.server_process import free_port
 
     rows = load_questions(sample_world, 1)
     url = f"http://127.0.0.1:{free_port()}"
     config = trainer_config(tiny_model_dir, url, "search_r1.retrieval_retries=1", "search_r1.retrieval_backoff_s=0.01")
     with pytest.raises(RetrievalError, match=url):
-        run_worker(config, FunctionLLM(scripted_policy(tiny_tokenizer, rows)), rows)
+        run_worker(config, PolicyServer(scripted_policy(tiny_tokenizer, rows)), rows)
 
 
 def test_no_masking_with_rollout_logprobs_is_refused(tiny_model_dir, tiny_tokenizer, bm25_server, sample_world):
@@ -152,7 +154,7 @@ def test_no_masking_with_rollout_logprobs_is_refused(tiny_model_dir, tiny_tokeni
     config = trainer_config(tiny_model_dir, bm25_server, "search_r1.mask_retrieved_tokens=false",
                             "actor_rollout_ref.rollout.calculate_log_probs=true")
     with pytest.raises(Exception, match="actor_rollout_ref.rollout.calculate_log_probs=false"):
-        run_worker(config, FunctionLLM(scripted_policy(tiny_tokenizer, rows)), rows)
+        run_worker(config, PolicyServer(scripted_policy(tiny_tokenizer, rows)), rows)
 
 
 def test_bad_setting_fails_at_start_with_key(tiny_model_dir, tiny_tokenizer, bm25_server, sample_world):
@@ -160,14 +162,14 @@ def test_bad_setting_fails_at_start_with_key(tiny_model_dir, tiny_tokenizer, bm2
     config = trainer_config(tiny_model_dir, bm25_server, "search_r1.max_turns=-1")
     # Hydra's instantiate wraps our ConfigError; the message still names the key.
     with pytest.raises(Exception, match=r"search_r1.max_turns must be >= 0, got -1"):
-        run_worker(config, FunctionLLM(scripted_policy(tiny_tokenizer, rows)), rows)
+        run_worker(config, PolicyServer(scripted_policy(tiny_tokenizer, rows)), rows)
 
 
 def test_reward_reads_only_what_the_model_wrote(tiny_model_dir, tiny_tokenizer, sample_world, tmp_path):
     """A retrieved passage holding ``<answer>gold</answer>``, and the invalid-action message (which holds
     ``<answer> and </answer>``), are in verl's decoded response; neither may be scored as the model's answer."""
     from retrieval_server.builder import build_bm25_index
-    from search_r1_plugin.testing.server_process import retrieval_server
+    from search_r1_plugin.sandbox.server_process import retrieval_server
 
     corpus = tmp_path / "trap.jsonl"
     corpus.write_text(json.dumps({"id": "0", "contents": '"Trap"\nZorblax trivia: <answer> Zorblax </answer>'}) + "\n"
@@ -178,15 +180,17 @@ def test_reward_reads_only_what_the_model_wrote(tiny_model_dir, tiny_tokenizer, 
             {"prompt": make_messages("Which word joins?"), "data_source": "nq",
              "reward_model": {"style": "rule", "ground_truth": {"target": ["and"]}}, "extra_info": {"index": 1}}]
 
-    def policy(prompt_ids, params):
-        ctx = tiny_tokenizer.decode(prompt_ids).split("<|im_start|>assistant\n")[-1]
-        if "Zorblax" in tiny_tokenizer.decode(prompt_ids) and "<information>" not in ctx:
-            return tiny_tokenizer.encode("<search> Zorblax trivia </search>", add_special_tokens=False)
-        return tiny_tokenizer.encode("<think> I am not sure. </think>", add_special_tokens=False)  # never answers
+    def act(context, stop):
+        ctx = context.split("<|im_start|>assistant\n")[-1]
+        if "Zorblax" in context and "<information>" not in ctx:
+            return "<search> Zorblax trivia </search>"
+        return "<think> I am not sure. </think>"  # never answers
+
+    policy = TextPolicy(tiny_tokenizer, act)
 
     with retrieval_server(["--retriever", "bm25", "--index", str(index.index_path), "--corpus", str(corpus)],
                           tmp_path / "server.log") as url:
-        out = run_worker(trainer_config(tiny_model_dir, url), FunctionLLM(policy), rows)
+        out = run_worker(trainer_config(tiny_model_dir, url), PolicyServer(policy), rows)
     texts = [tiny_tokenizer.decode(r) for r in out.batch["responses"]]
     assert "<answer> Zorblax </answer>" in texts[0] and "<answer> and </answer>" in texts[1]  # in the response...
     assert out.batch["rm_scores"].sum() == 0  # ...but not written by the model: no reward
@@ -196,12 +200,12 @@ def test_reward_reads_only_what_the_model_wrote(tiny_model_dir, tiny_tokenizer, 
 def test_weight_versions_reach_the_batch(tiny_model_dir, tiny_tokenizer, bm25_server, sample_world):
     """The v1 trainer reads min/max_global_steps of every trajectory (it crashed at step 1 without them)."""
     rows = load_questions(sample_world, 2)
-    llm = FunctionLLM(scripted_policy(tiny_tokenizer, rows))
+    llm = PolicyServer(scripted_policy(tiny_tokenizer, rows))
     steps = iter([9, 7, 8, 6])  # four generate calls: weights updated while trajectories were in flight
     seen: dict[str, list[int]] = {}
 
     async def generate(request_id, *, prompt_ids, sampling_params, **kw):
-        out = await FunctionLLM.generate(llm, request_id, prompt_ids=prompt_ids, sampling_params=sampling_params)
+        out = await PolicyServer.generate(llm, request_id, prompt_ids=prompt_ids, sampling_params=sampling_params)
         step = next(steps)
         seen.setdefault(request_id, []).append(step)
         out.extra_fields = {"global_steps": step, "min_global_steps": step, "max_global_steps": step}

@@ -43,7 +43,7 @@ def test_platform_cpu_through_verl_device_helpers():
 def test_verl_process_group_init_works_on_platform_cpu(tmp_path):
     """verl's own initialize_global_process_group_ray would build "cpu:gloo,cpu:gloo"; the platform's
     workaround (docs/upstream.md #1) leaves a working gloo group behind instead."""
-    from search_r1_plugin.testing.server_process import free_port
+    from search_r1_plugin.sandbox.server_process import free_port
 
     code = ("import verl, torch, torch.distributed as dist; "
             "from verl.utils.distributed import initialize_global_process_group_ray; "

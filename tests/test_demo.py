@@ -1,4 +1,4 @@
-"""The README's main command, as a subprocess, on a few questions."""
+"""``search-r1 demo --scripted``: the rollout pipeline end to end, as a subprocess, on a few questions."""
 
 import os
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 
 def test_demo_runs_end_to_end(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "recipes.demo", "--out", str(tmp_path / "demo"), "--limit", "10"],
+    out = subprocess.run([sys.executable, "-m", "search_r1_plugin.cli", "demo", "--scripted", "--out", str(tmp_path / "demo"), "--limit", "10"],
                          capture_output=True, text=True, timeout=600, env=dict(os.environ, HF_HUB_OFFLINE="1"))
     assert out.returncode == 0, out.stderr[-3000:]
     em_row = next(line for line in out.stdout.splitlines() if "| EM |" in line)

@@ -5,9 +5,10 @@ import json
 
 import pytest
 
-from search_r1_plugin.evaluation.backends import HFGenerator, ScriptedGenerator
+from search_r1_plugin.evaluation.backends import HFPolicy
 from search_r1_plugin.evaluation.methods import METHODS
 from search_r1_plugin.evaluation.runner import aggregate, evaluate, write_table
+from search_r1_plugin.policy import TextPolicy
 from search_r1_plugin.retrieval_client import RetrievalError
 from search_r1_plugin.settings import SearchR1Config
 
@@ -62,7 +63,7 @@ def test_scripted_policy_gives_expected_scores(sample_world, tmp_path, tiny_toke
     answers = answers_of(sample_world)
     first = [json.loads(line)["question"] for line in open(sample_world["sample_nq/test"])][:6]
     right = set(first[:3]) | {json.loads(line)["question"] for line in open(sample_world["sample_hotpotqa/test"])}
-    gen = ScriptedGenerator(tiny_tokenizer, oracle_policy(answers, right))
+    gen = TextPolicy(tiny_tokenizer, oracle_policy(answers, right))
     out = run_eval(sample_world, tmp_path, gen, tiny_tokenizer, bm25_server, paper_model="qwen2.5-7b")
     assert out["scores"]["sample_nq"]["em"] == pytest.approx(0.5)
     assert out["scores"]["sample_hotpotqa"]["em"] == 1.0
@@ -80,7 +81,7 @@ def test_resume_skips_finished_questions(sample_world, tmp_path, tiny_tokenizer,
         calls.append(1)
         return policy(context, stop)
 
-    gen = ScriptedGenerator(tiny_tokenizer, counting)
+    gen = TextPolicy(tiny_tokenizer, counting)
     run_eval(sample_world, tmp_path, gen, tiny_tokenizer, bm25_server, limit=2)
     first = len(calls)
     out = run_eval(sample_world, tmp_path, gen, tiny_tokenizer, bm25_server, limit=3)
@@ -89,10 +90,10 @@ def test_resume_skips_finished_questions(sample_world, tmp_path, tiny_tokenizer,
 
 
 def test_retriever_down_is_clear_and_writes_no_table(sample_world, tmp_path, tiny_tokenizer):
-    from search_r1_plugin.testing.server_process import free_port
+    from search_r1_plugin.sandbox.server_process import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
-    gen = ScriptedGenerator(tiny_tokenizer, lambda c, s: "<answer>x</answer>")
+    gen = TextPolicy(tiny_tokenizer, lambda c, s: "<answer>x</answer>")
     with pytest.raises(RetrievalError, match=url):
         run_eval(sample_world, tmp_path, gen, tiny_tokenizer, url)
     assert not (tmp_path / "table.md").exists()
@@ -100,7 +101,7 @@ def test_retriever_down_is_clear_and_writes_no_table(sample_world, tmp_path, tin
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_runs_on_tiny_model(method, sample_world, tmp_path, tiny_model_dir, bm25_server):
-    gen = HFGenerator(tiny_model_dir)
+    gen = HFPolicy(tiny_model_dir)
     out = run_eval(sample_world, tmp_path, gen, gen.tokenizer, bm25_server, method=method, limit=1)
     assert set(out["scores"]) == {"sample_nq", "sample_hotpotqa"}
     line = json.loads((tmp_path / "trajectories" / "sample_nq.jsonl").read_text())

@@ -1,26 +1,26 @@
-"""Every shipped preset resolves against verl's own config and passes verl's validate_config."""
+"""Every shipped config group resolves against verl's own config and passes verl's validate_config;
+every command of recipes/README.md resolves to its own checkpoint folder."""
 
 import json
-from importlib.resources import files
+import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from search_r1_plugin.testing.verl_harness import compose_trainer_config
+from search_r1_plugin.presets import choices, compose, split_preset_words
 
-PRESET_DIR = files("search_r1_plugin.config").joinpath("search_r1")
-# cpu.yaml adds CPU overrides to an algorithm preset (+search_r1=[grpo,cpu]); it is not a preset alone.
-PRESETS = sorted(p.name[:-5] for p in PRESET_DIR.iterdir()
-                 if p.name.endswith(".yaml") and p.name not in ("common.yaml", "cpu.yaml"))
-ABLATIONS = sorted(p.name[:-5] for p in files("search_r1_plugin.config").joinpath("search_r1_ablation").iterdir()
-                   if p.name.endswith(".yaml"))
+ALGOS, MODELS, VARIANTS = choices("search_r1_algo"), choices("search_r1_model"), choices("search_r1_variant")
+RECIPES_README = Path(__file__).resolve().parents[1] / "recipes" / "README.md"
 QWEN25_CONTEXT = 32768
 
 
-def validate_offline(preset, tiny_model_dir, overrides=()):
+def validate_offline(algo, model, tiny_model_dir, variants=(), overrides=()):
     """verl's validate_config loads the model's HF config; offline, a tiny local Qwen2 stands in for it."""
-    return validate(compose_trainer_config(preset, [f"actor_rollout_ref.model.path={tiny_model_dir}", *overrides]))
+    cfg = compose(algo, model, variants, overrides)
+    assert cfg.actor_rollout_ref.model.path  # the file's path, checked by the caller before it is replaced
+    return validate(compose(algo, model, variants, [*overrides, f"actor_rollout_ref.model.path={tiny_model_dir}"]))
 
 
 def validate(cfg):
@@ -36,64 +36,85 @@ def validate(cfg):
     assert (a.ppo_mini_batch_size * r.n) % (a.ppo_micro_batch_size_per_gpu * n_gpus) == 0
     # budgets: every turn and observation fits in the response; prompt + response fits the model
     needed = (s.max_turns + 1) * s.max_turn_tokens + s.max_turns * s.max_obs_length
-    assert r.response_length >= needed, (r.response_length, needed)
+    assert r.response_length == d.max_response_length == needed, (r.response_length, needed)
     assert d.max_prompt_length + d.max_response_length <= QWEN25_CONTEXT
     return cfg
 
 
-def test_preset_matrix_is_complete():
-    for algo in ("ppo", "grpo", "rloo", "reinforce_pp"):
-        for size in ("3b", "7b", "14b"):
-            for variant in ("base", "instruct"):
-                assert f"{algo}-qwen2.5-{size}-{variant}" in PRESETS
-    assert "smoke" in PRESETS
+def test_the_groups_hold_the_paper_matrix():
+    assert set(ALGOS) == {"ppo", "grpo", "rloo", "reinforce_pp"}
+    assert {f"qwen2.5-{size}-{kind}" for size in ("3b", "7b", "14b") for kind in ("base", "instruct")} < set(MODELS)
+    assert set(VARIANTS) == {"cpu", "smoke", "no_mask", "r1"}
 
 
-@pytest.mark.parametrize("preset", PRESETS)
-def test_preset_validates(preset, tiny_model_dir):
-    model = compose_trainer_config(preset).actor_rollout_ref.model.path
-    assert model.startswith("Qwen/Qwen2.5-")
-    if "qwen2.5" in preset:
-        size, variant = preset.split("qwen2.5-")[1].split("-")
-        assert model == f"Qwen/Qwen2.5-{size.upper()}" + ("-Instruct" if variant == "instruct" else "")
-    cfg = validate_offline(preset, tiny_model_dir)
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("model", MODELS)
+def test_every_algorithm_and_model_validates(algo, model, tiny_model_dir):
+    size, kind = model.split("qwen2.5-")[1].split("-")
+    path = compose(algo, model).actor_rollout_ref.model.path
+    assert path == f"Qwen/Qwen2.5-{size.upper()}" + ("-Instruct" if kind == "instruct" else "")
+    cfg = validate_offline(algo, model, tiny_model_dir)
     assert cfg.actor_rollout_ref.rollout.agent.default_agent_loop == "search_r1"
     assert cfg.reward.custom_reward_function.path == "pkg://search_r1_plugin.reward"
-    if preset.startswith(("ppo", "grpo")) and preset != "smoke":
-        # the paper's hyper-parameters
-        assert cfg.data.train_batch_size == 512 and cfg.actor_rollout_ref.actor.ppo_mini_batch_size == 256
-        assert cfg.actor_rollout_ref.actor.optim.lr == 1e-6 and cfg.algorithm.gamma == cfg.algorithm.lam == 1.0
-        assert cfg.trainer.total_training_steps == 1005 and cfg.search_r1.topk == 3
-        assert cfg.actor_rollout_ref.rollout.val_kwargs.temperature == 0
-    if preset.startswith("ppo"):
+    # the paper's hyper-parameters
+    assert cfg.data.train_batch_size == 512 and cfg.actor_rollout_ref.actor.ppo_mini_batch_size == 256
+    assert cfg.actor_rollout_ref.actor.optim.lr == 1e-6 and cfg.algorithm.gamma == cfg.algorithm.lam == 1.0
+    assert cfg.trainer.total_training_steps == 1005 and cfg.search_r1.topk == 3
+    assert cfg.actor_rollout_ref.rollout.val_kwargs.temperature == 0 and cfg.data.max_response_length == 4500
+    assert cfg.actor_rollout_ref.rollout.tensor_model_parallel_size == (2 if size == "14b" else 1)
+    if algo == "ppo":
         assert cfg.algorithm.adv_estimator == "gae" and cfg.algorithm.use_kl_in_reward
         assert cfg.critic.optim.lr == 1e-5
-    if preset.startswith("grpo"):
-        assert cfg.actor_rollout_ref.rollout.n == 5 and cfg.actor_rollout_ref.actor.use_kl_loss
-        assert not cfg.algorithm.use_kl_in_reward
+    else:  # critic-free: KL as a loss
+        assert cfg.actor_rollout_ref.actor.use_kl_loss and not cfg.algorithm.use_kl_in_reward
+    if algo == "grpo":
+        assert cfg.actor_rollout_ref.rollout.n == 5
+
+
+def test_model_and_variant_win_whatever_the_command_line_order():
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    def resolved(overrides):
+        GlobalHydra.instance().clear()
+        with initialize_config_module("search_r1_plugin.config", version_base=None):
+            return OmegaConf.to_container(hydra_compose("search_r1_trainer", overrides=overrides), resolve=True)
+
+    a = resolved(["+search_r1_algo=grpo", "search_r1_model=qwen2.5-3b-base", "search_r1_variant=[cpu]"])
+    b = resolved(["search_r1_variant=[cpu]", "search_r1_model=qwen2.5-3b-base", "+search_r1_algo=grpo"])
+    assert a == b and a["actor_rollout_ref"]["rollout"]["n"] == 2  # the variant's value, not the algorithm's 5
 
 
 @pytest.mark.parametrize("gpus,nodes", [(8, 1), (4, 1), (8, 2), (16, 1)])
 def test_per_gpu_values_are_derived_from_layout(gpus, nodes, tiny_model_dir):
-    cfg = validate_offline("ppo-qwen2.5-7b-base", tiny_model_dir, [f"trainer.n_gpus_per_node={gpus}",
-                                                                   f"trainer.nnodes={nodes}"])
+    cfg = validate_offline("ppo", "qwen2.5-7b-base", tiny_model_dir,
+                           overrides=[f"trainer.n_gpus_per_node={gpus}", f"trainer.nnodes={nodes}"])
     assert cfg.actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu == 64 // (gpus * nodes)
 
 
-@pytest.mark.parametrize("ablation", ABLATIONS)
-def test_ablation_validates(ablation, tiny_model_dir):
-    base = "grpo-qwen2.5-7b-base" if ablation.startswith("group") else "ppo-qwen2.5-7b-base"
-    cfg = validate_offline(base, tiny_model_dir, [f"+search_r1_ablation={ablation}"])
-    if ablation == "no_mask":
+@pytest.mark.parametrize("variant", sorted(set(VARIANTS) - {"cpu"}))
+def test_variant_validates(variant, tiny_model_dir):
+    model = "qwen2.5-0.5b-instruct" if variant == "smoke" else "qwen2.5-7b-base"
+    cfg = validate_offline("grpo" if variant == "smoke" else "ppo", model, tiny_model_dir, [variant])
+    if variant == "no_mask":
         assert cfg.search_r1.mask_retrieved_tokens is False
-    if ablation == "r1":
-        assert cfg.search_r1.max_turns == 0
+    if variant == "r1":
+        assert cfg.search_r1.max_turns == 0 and cfg.data.max_response_length == 500
+    if variant == "smoke":
+        assert cfg.trainer.n_gpus_per_node == 1 and cfg.trainer.total_training_steps == 3
+
+
+@pytest.mark.parametrize("turns", [1, 2, 3, 5])
+def test_response_budget_follows_the_turns(turns, tiny_model_dir):
+    cfg = validate_offline("ppo", "qwen2.5-7b-base", tiny_model_dir, overrides=[f"search_r1.max_turns={turns}"])
+    assert cfg.data.max_response_length == (turns + 1) * 500 + turns * 500
 
 
 def test_prepare_data_golden(sample_world, tmp_path):
     import shutil
 
-    from recipes.prepare_data import prepare
+    from search_r1_plugin.data_prep import prepare
     from search_r1_plugin.protocol import make_prompt
 
     root = tmp_path / "world"  # a private copy: the session's sample world is shared by other tests
@@ -123,7 +144,7 @@ def test_prepare_data_golden(sample_world, tmp_path):
 
 
 def test_prepare_data_missing_input_is_clear(tmp_path):
-    from recipes.prepare_data import DataError, prepare
+    from search_r1_plugin.data_prep import DataError, prepare
 
     with pytest.raises(DataError, match="nq/train.jsonl not found"):
         prepare(tmp_path / "out", "nq:train", "", "search_r1", tmp_path, False)
@@ -132,10 +153,10 @@ def test_prepare_data_missing_input_is_clear(tmp_path):
 def test_parquet_through_verl_dataset_and_agent_loop_rows(sample_world, tmp_path, tiny_model_dir, tiny_tokenizer):
     from verl.utils.dataset.rl_dataset import RLHFDataset
 
-    from recipes.prepare_data import prepare
+    from search_r1_plugin.data_prep import prepare
 
     prepare(tmp_path, "sample_nq:train", "sample_nq:test", "search_r1", sample_world["corpus"].parent, False)
-    cfg = compose_trainer_config("ppo", [f"actor_rollout_ref.model.path={tiny_model_dir}"])
+    cfg = compose("ppo", overrides=[f"actor_rollout_ref.model.path={tiny_model_dir}"])
     ds = RLHFDataset(data_files=[str(tmp_path / "train.parquet")], tokenizer=tiny_tokenizer, config=cfg.data)
     item = ds[0]
     assert item["agent_name"] == "search_r1"
@@ -148,7 +169,7 @@ def test_dry_run_grpo_prints_masks_and_advantages():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "recipes.dry_run", "--preset", "grpo", "--questions", "1"],
+    out = subprocess.run([sys.executable, "-m", "search_r1_plugin.cli", "dry-run", "--algo", "grpo", "--questions", "1"],
                          capture_output=True, text=True, timeout=600, env=dict(os.environ, HF_HUB_OFFLINE="1"))
     assert out.returncode == 0, out.stderr[-3000:]
     assert "adv_estimator=grpo, 5 trajectories" in out.stdout
@@ -158,7 +179,7 @@ def test_dry_run_grpo_prints_masks_and_advantages():
 
 
 def test_prepare_data_rag_template_puts_passages_in_prompt(sample_world, bm25_server, tmp_path):
-    from recipes.prepare_data import prepare
+    from search_r1_plugin.data_prep import prepare
 
     prepare(tmp_path, "sample_nq:train", "", "rag", sample_world["corpus"].parent, False,
             retriever_url=f"{bm25_server}/retrieve", topk=2)
@@ -170,8 +191,8 @@ def test_prepare_data_rag_template_puts_passages_in_prompt(sample_world, bm25_se
 
 
 @pytest.mark.parametrize("algo", ["grpo", "ppo"])
-def test_cpu_preset_composes_with_an_algorithm(algo, tiny_model_dir):
-    cfg = validate_offline(f"[{algo},cpu]", tiny_model_dir)
+def test_cpu_variant_composes_with_an_algorithm(algo, tiny_model_dir):
+    cfg = validate_offline(algo, None, tiny_model_dir, ["cpu"])
     assert cfg.algorithm.adv_estimator == ("gae" if algo == "ppo" else "grpo")  # the algorithm is kept
     assert cfg.actor_rollout_ref.rollout.name == "hf" and cfg.trainer.device == "cpu"
     assert cfg.actor_rollout_ref.actor.strategy == cfg.critic.strategy == "fsdp2"
@@ -180,42 +201,60 @@ def test_cpu_preset_composes_with_an_algorithm(algo, tiny_model_dir):
 
 
 def test_no_mask_with_rollout_logprobs_fails_when_the_config_resolves():
-    cfg = compose_trainer_config("ppo", ["+search_r1_ablation=no_mask", "actor_rollout_ref.rollout.calculate_log_probs=true"])
+    cfg = compose("ppo", None, ["no_mask"], ["actor_rollout_ref.rollout.calculate_log_probs=true"])
     with pytest.raises(Exception, match="calculate_log_probs=false"):
         OmegaConf.resolve(cfg)
-    assert compose_trainer_config("ppo", ["+search_r1_ablation=no_mask"]).actor_rollout_ref.rollout.calculate_log_probs is False
+    assert compose("ppo", None, ["no_mask"]).actor_rollout_ref.rollout.calculate_log_probs is False
+
+
+def readme_runs() -> list[str]:
+    """Every ``search-r1 train …`` command in recipes/README.md, as written."""
+    return re.findall(r"`search-r1 train ([^`…]+)`", RECIPES_README.read_text())
 
 
 def test_no_two_runs_share_a_checkpoint_folder():
-    """verl resumes from checkpoints/{project}/{experiment_name}: every run the recipes README lists,
-    and every ablation on a PPO and a GRPO preset, must get its own folder."""
-    import re
-
-    readme = files("recipes").joinpath("README.md").read_text()
-    runs = {(p, a) for p, a in re.findall(r"\+search_r1=([\w.\-]+)(?: \+search_r1_ablation=(\w+))?", readme)
-            if p in PRESETS}
-    assert len(runs) >= 15  # the README's table
-    runs |= {(p, "") for p in PRESETS}
-    for base in ("ppo-qwen2.5-7b-base", "grpo-qwen2.5-7b-base"):
-        runs |= {(base, a) for a in ABLATIONS if not (a.startswith("group") and base.startswith("ppo"))}
-    runs |= {("[grpo,cpu]", ""), ("[ppo,cpu]", "")}
+    """verl resumes from checkpoints/{project}/{experiment_name}: every distinct run the recipes README lists,
+    every algorithm x model x variant combination, and the README's ablation values must get their own folder."""
+    # data paths do not name a run (the README says so): the smoke check on the sample is the smoke run
+    runs = {tuple(w for w in cmd.split() if not w.startswith("data.")) for cmd in readme_runs()}
+    assert len(runs) >= 18, runs  # the paper-row table and the ablation table
+    for algo in ALGOS:
+        for model in MODELS:
+            for variants in ([], ["no_mask"], ["r1"], ["no_mask", "r1"], ["cpu"], ["smoke"]):
+                runs.add((algo, model, *variants))
+    for value in (1, 5):  # the paper's other top-k values, turns and group sizes (3 / 5 / 4 are the defaults)
+        runs |= {("ppo", "qwen2.5-7b-base", f"search_r1.topk={value}"),
+                 ("grpo", "qwen2.5-7b-base", f"actor_rollout_ref.rollout.n={value if value != 5 else 3}")}
+    runs |= {("ppo", "qwen2.5-7b-base", f"search_r1.max_turns={t}") for t in (1, 2, 3, 5)}
     folders = {}
-    for preset, ablation in sorted(runs):
-        cfg = compose_trainer_config(preset, [f"+search_r1_ablation={ablation}"] if ablation else [])
+    for words in sorted(runs):
+        algo, model, variants, overrides = split_preset_words(words)
+        cfg = compose(algo, model, variants, overrides)
         folder = OmegaConf.to_container(cfg.trainer, resolve=True)["default_local_dir"]
-        assert folder not in folders, f"{preset} {ablation} and {folders[folder]} share {folder}"
-        folders[folder] = (preset, ablation)
-    assert len(folders) == len(runs) >= 50
-    # a command-line value that changes the run changes the folder too
-    base = compose_trainer_config("ppo-qwen2.5-7b-base").trainer.experiment_name
-    assert compose_trainer_config("ppo-qwen2.5-7b-base", ["search_r1.topk=7"]).trainer.experiment_name == base + "-topk7"
+        assert folder not in folders, f"{words} and {folders[folder]} share {folder}"
+        folders[folder] = words
+    assert len(folders) == len(runs) >= 170
+    # values restated at their defaults are the same run, and the order of words does not matter
+    base = compose("ppo", "qwen2.5-7b-base").trainer.experiment_name
+    assert base == "search_r1-ppo-qwen2.5-7b"
+    assert compose("ppo", "qwen2.5-7b-base", overrides=["search_r1.topk=3"]).trainer.experiment_name == base
+    assert compose("ppo", "qwen2.5-7b-base", ["r1", "no_mask"]).trainer.experiment_name == \
+        compose("ppo", "qwen2.5-7b-base", ["no_mask", "r1"]).trainer.experiment_name
+
+
+def test_every_readme_command_is_a_valid_run():
+    from search_r1_plugin.presets import main_ppo_command
+
+    for cmd in readme_runs():
+        algo, model, variants, overrides = split_preset_words(cmd.split())
+        assert main_ppo_command(algo, model, variants, overrides)[4].startswith("+search_r1_algo=")
 
 
 def test_preset_defaults_are_the_settings_defaults():
-    """common.yaml's search_r1 block restates SearchR1Config's defaults (the paper's): they must agree."""
+    """search_r1_common.yaml's search_r1 block restates SearchR1Config's defaults (the paper's): they must agree."""
     from dataclasses import asdict
 
     from search_r1_plugin.settings import SearchR1Config
 
-    block = OmegaConf.to_container(compose_trainer_config("ppo").search_r1, resolve=True)
+    block = OmegaConf.to_container(compose("ppo").search_r1, resolve=True)
     assert block == asdict(SearchR1Config())

@@ -105,7 +105,7 @@ def test_bad_request_is_not_retried_and_names_the_server():
 
 
 def test_dead_server_fails_loudly_after_the_retry_budget():
-    from search_r1_plugin.testing.server_process import free_port
+    from search_r1_plugin.sandbox.server_process import free_port
 
     url = f"http://127.0.0.1:{free_port()}/retrieve"
 

@@ -163,7 +163,7 @@ def test_concurrent_requests_are_batched_and_all_answered(dense_server):
 
 
 def test_auth(sample_world, bm25_index, tmp_path):
-    from search_r1_plugin.testing.server_process import retrieval_server
+    from search_r1_plugin.sandbox.server_process import retrieval_server
 
     key_file = tmp_path / "key"
     key_file.write_text("s3cret\n")
@@ -203,7 +203,7 @@ def test_builder_resumes_after_interruption(sample_world, minilm_path, tmp_path)
 
 
 def test_index_corpus_mismatch_is_reported(sample_world, dense_index, minilm_path, tmp_path):
-    from search_r1_plugin.testing.server_process import retrieval_server
+    from search_r1_plugin.sandbox.server_process import retrieval_server
 
     short = tmp_path / "short.jsonl"
     short.write_text("".join(open(sample_world["corpus"]).readlines()[:10]))
@@ -247,7 +247,7 @@ def test_rerank_exact_matches_brute_force():
 def test_server_rerank_from_disk_memmap(sample_world, dense_index, minilm_path, tmp_path):
     """The --rerank-embeddings path end to end: results equal exact search over the on-disk vectors."""
     from retrieval_server.encoder import Encoder
-    from search_r1_plugin.testing.server_process import retrieval_server
+    from search_r1_plugin.sandbox.server_process import retrieval_server
 
     memmap = dense_index.index_path.parent / "emb_minilm.memmap"
     emb = np.memmap(memmap, dtype=np.float32, mode="r").reshape(-1, 384)
@@ -276,7 +276,7 @@ def test_encoder_family_is_recorded_with_the_index_and_wins_over_the_name(dense_
                                                                           minilm_path, tmp_path):
     """MiniLM served from a directory whose name says "e5" must not get E5 prefixes: the index says how
     its passages were encoded. Asking for another family than the index's is refused."""
-    from search_r1_plugin.testing.server_process import retrieval_server
+    from search_r1_plugin.sandbox.server_process import retrieval_server
 
     meta = json.loads(open(f"{dense_index.index_path}.meta.json").read())
     assert meta["family"] == "plain" and meta["query_prefix"] == "" and meta["pooling"] == "mean"

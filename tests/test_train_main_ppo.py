@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from search_r1_plugin.protocol import INVALID_ACTION_MESSAGE
-from search_r1_plugin.testing.trainer_run import run_main_ppo
+from search_r1_plugin.sandbox.trainer_run import run_main_ppo
 
 SEARCH_KEYS = ["search_r1/searches_per_trajectory", "search_r1/valid_action_rate", "search_r1/invalid_action_rate",
                "search_r1/answered_rate", "search_r1/obs_truncations", "search_r1/retrieval_latency_s",
@@ -26,7 +26,7 @@ FORMAT_REWARD = "+reward.custom_reward_function.reward_kwargs.format_reward=true
 
 @pytest.fixture(scope="session")
 def train_data(sample_world, tmp_path_factory):
-    from recipes.prepare_data import prepare
+    from search_r1_plugin.data_prep import prepare
 
     out = tmp_path_factory.mktemp("train_data")
     prepare(out, "sample_nq:train,sample_hotpotqa:train", "sample_nq:test", "search_r1",
@@ -36,7 +36,7 @@ def train_data(sample_world, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def protocol_model(sample_world, tmp_path_factory):
-    from search_r1_plugin.testing.tiny_model import build_tiny_qwen2, protocol_demonstrations, warm_start
+    from search_r1_plugin.sandbox.tiny_model import build_tiny_qwen2, protocol_demonstrations, warm_start
 
     qa = []
     for key in ("sample_nq/train", "sample_hotpotqa/train"):

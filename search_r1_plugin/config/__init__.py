@@ -1,4 +1,4 @@
-"""Hydra presets for ``main_ppo`` (``hydra.searchpath=[pkg://search_r1_plugin.config]``).
+"""Hydra config groups for ``main_ppo`` (``hydra.searchpath=[pkg://search_r1_plugin.config]``).
 
 Hydra imports this package to read the presets, and the verl plugin entry point
 imports it in every process that imports verl (Ray's TaskRunner resolves the config
@@ -10,7 +10,13 @@ again), so the resolvers the presets use are registered here:
   the ``search_r1`` block (and its fit with rollout log-probs) when the trainer resolves its config
   (TaskRunner start, or ``--cfg job --resolve``), so a bad value stops the run before any model loads
   instead of at the first rollout;
+* ``${search_r1_response_budget:turns,turn_tokens,obs_tokens}`` sizes the response from the turn caps;
 * ``${search_r1_experiment:…}`` names the run (``trainer.experiment_name``, hence its checkpoint folder).
+
+Layout: ``+search_r1_algo=<ppo|grpo|rloo|reinforce_pp>`` chooses an algorithm and brings
+``search_r1_common.yaml``; the algorithm's tree has two slots, ``search_r1_model=<file>`` and
+``search_r1_variant=[<file>…]`` (cpu, smoke, no_mask, r1), applied after it. One-value changes are
+plain overrides (``search_r1.topk=5``, ``search_r1.max_turns=2``, ``actor_rollout_ref.rollout.n=3``).
 """
 
 from omegaconf import DictConfig, OmegaConf
@@ -30,6 +36,18 @@ def check_settings(block: DictConfig, calculate_log_probs: bool = False) -> bool
     return True
 
 
+def response_budget(max_turns: int, max_turn_tokens: int, max_obs_length: int) -> int:
+    """Tokens the response needs when every turn and observation is used to its cap.
+
+    The prompt is the question only and every turn lives in the response:
+    ``(max_turns + 1) * max_turn_tokens + max_turns * max_obs_length`` (paper: 5*500 + 4*500 = 4500).
+    """
+    return (int(max_turns) + 1) * int(max_turn_tokens) + int(max_turns) * int(max_obs_length)
+
+
+# verl estimator -> the algorithm's name in a run name (the file name in search_r1_algo/)
+_ALGORITHM_LABELS = {"gae": "ppo", "reinforce_plus_plus": "reinforce_pp"}
+
 # search_r1 value -> how it reads in a run name when it differs from the paper's default
 _RUN_DEFINING = {
     "topk": lambda v: f"topk{v}",
@@ -41,29 +59,36 @@ _RUN_DEFINING = {
 }
 
 
-def experiment_name(run: DictConfig, adv_estimator: str, model_path: str, block: DictConfig) -> str:
-    """``<preset or search_r1-<algorithm>-<model>>[-<variant>…]``: distinct for distinct runs.
+def experiment_name(adv_estimator: str, model_path: str, group: int, run: DictConfig, block: DictConfig) -> str:
+    """``search_r1-<algorithm>-<model>[-group<n>][-<variant>…]``: distinct for distinct runs.
 
     verl resumes from ``checkpoints/{project}/{experiment_name}`` by default, so two runs that differ
-    only by an ablation must not share the name. Variants are the ablation files' names
-    (``search_r1_run.variants``) and every run-defining ``search_r1`` value that differs from the
-    paper's, however it was set (file or command line); sorted, so the order of overrides is irrelevant.
+    only by a model, an ablation or a value must not share the name. The algorithm comes from the
+    estimator and the model from its path (so a command-line override of either renames the run); the
+    group size appears when it is not the algorithm's (``search_r1_run.group_size``); variants are the
+    variant files' names (``search_r1_run.variants``) and every run-defining ``search_r1`` value that
+    differs from the paper's, however it was set; sorted, so the order of overrides is irrelevant.
     """
     from search_r1_plugin.settings import SearchR1Config
 
     run = OmegaConf.to_container(run, resolve=True) if isinstance(run, DictConfig) else dict(run or {})
-    name = run.get("name") or f"search_r1-{adv_estimator}-{str(model_path).rstrip('/').split('/')[-1].lower()}"
+    algorithm = _ALGORITHM_LABELS.get(str(adv_estimator), str(adv_estimator))
+    model = str(model_path).rstrip("/").split("/")[-1].lower()
     parts = {k for k, on in (run.get("variants") or {}).items() if on}
+    if int(group) != int(run.get("group_size") or 1):
+        parts.add(f"group{int(group)}")
     values = OmegaConf.to_container(block, resolve=True)
     defaults = SearchR1Config()
     for key, label in _RUN_DEFINING.items():
         if key in values and values[key] != getattr(defaults, key):
             parts.add(label(values[key]))
-    return "-".join([name, *sorted(parts)])
+    return "-".join(["search_r1", algorithm, model, *sorted(parts)])
 
 
 if not OmegaConf.has_resolver("search_r1_experiment"):
     OmegaConf.register_new_resolver("search_r1_experiment", experiment_name)
+if not OmegaConf.has_resolver("search_r1_response_budget"):
+    OmegaConf.register_new_resolver("search_r1_response_budget", response_budget)
 if not OmegaConf.has_resolver("search_r1_div"):
     OmegaConf.register_new_resolver("search_r1_div", per_gpu)
 if not OmegaConf.has_resolver("search_r1_check"):

@@ -1,10 +1,10 @@
-"""Generation backends for evaluation: ``await gen(context_ids, max_tokens, stop=...) -> (ids, logprobs)``.
+"""Model-backed policies (:mod:`search_r1_plugin.policy`): ``await policy(context_ids, max_tokens, stop)``.
 
-* :class:`HFGenerator` — transformers ``generate`` (CPU or GPU), greedy by default, stop strings
+* :class:`HFPolicy` — transformers ``generate`` (CPU or GPU), greedy by default, stop strings
   honoured by ``stop_strings``; requests are served one at a time on a worker thread.
-* :class:`VLLMGenerator` — vLLM when installed: concurrent requests are coalesced into one
+* :class:`VLLMPolicy` — vLLM when installed: concurrent requests are coalesced into one
   ``LLM.generate`` call (token-in/token-out, per-request stop strings).
-* :class:`ScriptedGenerator` — a function of the decoded context (tests, demos).
+(:class:`search_r1_plugin.policy.TextPolicy` makes a policy of a function of text: tests, scripted readers.)
 
 All of them return the sampled token ids unchanged; callers never re-tokenise model output.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from search_r1_plugin.protocol import STOP_STRINGS
 
@@ -26,7 +26,7 @@ def chat_prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]
     return list(out)
 
 
-class HFGenerator:
+class HFPolicy:
     def __init__(self, model_path: str, *, device: str | None = None, temperature: float = 0.0) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -62,7 +62,7 @@ class HFGenerator:
         return ids, None
 
 
-class VLLMGenerator:
+class VLLMPolicy:
     """vLLM offline engine; concurrent calls within ``max_wait_ms`` become one batched ``generate``."""
 
     def __init__(self, model_path: str, *, temperature: float = 0.0, max_wait_ms: float = 20.0, **engine_kwargs: Any):
@@ -105,19 +105,8 @@ class VLLMGenerator:
         return await fut, None
 
 
-class ScriptedGenerator:
-    """``policy(context_text, stop) -> text``; the text is tokenised once (it *is* the sample)."""
-
-    def __init__(self, tokenizer: Any, policy: Callable[[str, Sequence[str]], str]) -> None:
-        self.tokenizer = tokenizer
-        self.policy = policy
-
-    async def __call__(self, context_ids: list[int], max_tokens: int, stop: Sequence[str] = STOP_STRINGS):
-        text = self.policy(self.tokenizer.decode(context_ids), stop)
-        return self.tokenizer.encode(text, add_special_tokens=False)[:max_tokens], None
-
-
-def make_generator(model: str, backend: str = "auto", temperature: float = 0.0):
+def load_policy(model: str, backend: str = "auto", temperature: float = 0.0):
+    """The policy serving ``model``: vLLM on a GPU machine with vLLM installed (``auto``), else HF."""
     if backend == "auto":
         try:
             import torch
@@ -127,7 +116,7 @@ def make_generator(model: str, backend: str = "auto", temperature: float = 0.0):
         except ImportError:
             backend = "hf"
     if backend == "vllm":
-        return VLLMGenerator(model, temperature=temperature)
+        return VLLMPolicy(model, temperature=temperature)
     if backend == "hf":
-        return HFGenerator(model, temperature=temperature)
+        return HFPolicy(model, temperature=temperature)
     raise ValueError(f"--backend must be auto, hf or vllm, got {backend!r}")

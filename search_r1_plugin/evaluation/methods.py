@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Callable, Optional
 
 from search_r1_plugin.evaluation.backends import chat_prompt_ids
-from search_r1_plugin.protocol import extract_answer, format_docs, make_messages, normalize_question, turn_stop_strings
-from search_r1_plugin.rollout import run_trajectory
+from search_r1_plugin.policy import Policy
+from search_r1_plugin.protocol import extract_answer, format_docs, make_messages, normalize_question
+from search_r1_plugin.rollout import RetrieveFn, run_trajectory
 from search_r1_plugin.settings import SearchR1Config
 
 DIRECT_TEMPLATE = (
@@ -36,12 +37,12 @@ SEARCH_O1_REASON_TEMPLATE = (
     "Documents:\n{documents}Relevant information:"
 )
 
-Retrieve = Callable[[str, int], Awaitable[list[dict[str, Any]]]]
+Retrieve = RetrieveFn
 
 
 @dataclass
 class MethodContext:
-    generate: Any  # backends: await generate(ids, max_tokens, stop=...)
+    generate: Policy  # search_r1_plugin.policy: await generate(ids, max_tokens, stop)
     tokenizer: Any
     retrieve: Retrieve
     config: SearchR1Config = field(default_factory=SearchR1Config)
@@ -66,12 +67,7 @@ async def _single_turn(ctx: MethodContext, content: str) -> MethodResult:
 async def _protocol(ctx: MethodContext, messages: list[dict[str, str]], cfg: SearchR1Config,
                     retrieve: Optional[Retrieve] = None) -> MethodResult:
     prompt_ids = chat_prompt_ids(ctx.tokenizer, messages)
-    stops = turn_stop_strings(cfg.turn_cut)
-
-    async def generate(context_ids: list[int], max_tokens: int):
-        return await ctx.generate(context_ids, max_tokens, stops)
-
-    traj = await run_trajectory(prompt_ids, generate, retrieve or ctx.retrieve, ctx.tokenizer, cfg,
+    traj = await run_trajectory(prompt_ids, ctx.generate, retrieve or ctx.retrieve, ctx.tokenizer, cfg,
                                 ctx.response_length, on_event=ctx.on_event)
     text = ctx.tokenizer.decode(traj.response_ids, skip_special_tokens=True)
     model_text = traj.model_text(lambda ids: ctx.tokenizer.decode(ids, skip_special_tokens=True))

@@ -1,1 +1,0 @@
-"""Recipes: data preparation, training launchers, evaluation and the sample world."""
