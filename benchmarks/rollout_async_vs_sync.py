@@ -38,8 +38,7 @@ from search_r1_plugin.settings import SearchR1Config
 def plan(n: int, turns: int, seed: int) -> list[list[int]]:
     """Token counts per turn; a trajectory with k searches has k + 1 turns."""
     rng = random.Random(seed)
-    return [[max(8, min(500, int(rng.lognormvariate(4.6, 0.7)))) for _ in range(rng.randint(1, turns) + 1)]
-            for _ in range(n)]
+    return [[max(8, min(500, int(rng.lognormvariate(4.6, 0.7)))) for _ in range(rng.randint(1, turns) + 1)] for _ in range(n)]
 
 
 def simulated_server(per_batch: float, per_query: float):
@@ -64,7 +63,7 @@ def simulated_server(per_batch: float, per_query: float):
         if state["task"] is None:
             state["task"] = asyncio.get_running_loop().create_task(serve())
         await fut
-        doc = {"document": {"id": "0", "contents": "\"T\"\nsome retrieved text"}, "score": 1.0}
+        doc = {"document": {"id": "0", "contents": '"T"\nsome retrieved text'}, "score": 1.0}
         return web.json_response({"result": [[doc] * body["topk"] for _ in body["queries"]]})
 
     app = web.Application()
@@ -95,7 +94,7 @@ async def ours(llm: SimLLM, tokenizer, url: str, cfg: SearchR1Config) -> None:
     async def one(turns: list[int]) -> None:
         state = {"turn": 0}
 
-        async def generate(context, max_tokens):
+        async def generate(context, max_tokens, stop):
             i = state["turn"]
             state["turn"] += 1
             return await llm.turn(turns[i], i == len(turns) - 1), None

@@ -45,8 +45,9 @@ async def _client(host: str, port: int, requests, topk: int, latencies: list, co
         for qs in requests:
             body = orjson.dumps({"queries": qs, "topk": topk, "return_scores": True})
             t0 = time.perf_counter()
-            writer.write(b"POST /retrieve HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            writer.write(
+                b"POST /retrieve HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
             status = int((await reader.readline()).split()[1])
             length = 0
             while (line := await reader.readline()) not in (b"\r\n", b""):
@@ -69,7 +70,7 @@ async def _client(host: str, port: int, requests, topk: int, latencies: list, co
 async def load(url: str, queries: list[str], clients: int, per_request: int, topk: int = 3):
     """Send ``queries`` in requests of ``per_request`` from ``clients`` concurrent connections."""
     host, port = url.split("//")[1].split(":")
-    requests = [queries[i: i + per_request] for i in range(0, len(queries), per_request)]
+    requests = [queries[i : i + per_request] for i in range(0, len(queries), per_request)]
     shared = iter(requests)
     latencies: list[float] = []
     counts = {"errors": 0, "lost": 0}
@@ -77,8 +78,13 @@ async def load(url: str, queries: list[str], clients: int, per_request: int, top
     await asyncio.gather(*[_client(host, int(port), shared, topk, latencies, counts) for _ in range(clients)])
     wall = time.perf_counter() - t0
     lat = np.array(latencies) if latencies else np.zeros(1)
-    return {"qps": len(queries) / wall, "p50_ms": 1000 * np.percentile(lat, 50), "p99_ms": 1000 * np.percentile(lat, 99),
-            "wall_s": wall, **counts}
+    return {
+        "qps": len(queries) / wall,
+        "p50_ms": 1000 * np.percentile(lat, 50),
+        "p99_ms": 1000 * np.percentile(lat, 99),
+        "wall_s": wall,
+        **counts,
+    }
 
 
 def make_queries(n: int, seed: int) -> list[str]:
@@ -122,12 +128,14 @@ def main() -> None:
     with launch(common, flags, work, rng) as urls:
         per_round = len(small) // args.rounds
         for r in range(args.rounds):
-            for name in (list(flags) if r % 2 == 0 else list(flags)[::-1]):
-                runs[name].append(asyncio.run(load(urls[name], small[r * per_round:(r + 1) * per_round], 64, 1)))
+            for name in list(flags) if r % 2 == 0 else list(flags)[::-1]:
+                runs[name].append(asyncio.run(load(urls[name], small[r * per_round : (r + 1) * per_round], 64, 1)))
         if args.soak:
             soak = asyncio.run(load(urls[OURS], make_queries(args.soak, 2), 64, 1))
-            print(f"soak on ours: {args.soak} requests from 64 clients -> errors {soak['errors']}, "
-                  f"lost {soak['lost']}, {soak['qps']:.0f} q/s, p99 {soak['p99_ms']:.0f} ms")
+            print(
+                f"soak on ours: {args.soak} requests from 64 clients -> errors {soak['errors']}, "
+                f"lost {soak['lost']}, {soak['qps']:.0f} q/s, p99 {soak['p99_ms']:.0f} ms"
+            )
 
     # 512-query load: fresh launches, paired requests within each.
     if args.control:
@@ -136,31 +144,40 @@ def main() -> None:
     per_launch: list[dict[str, list[float]]] = []
     for i in range(args.launches):
         with launch(common, flags, work, rng) as urls:
-            part = big[i * 512 * args.pairs:(i + 1) * 512 * args.pairs]
+            part = big[i * 512 * args.pairs : (i + 1) * 512 * args.pairs]
             per_launch.append(paired_big_requests(urls, part, rng))
-        print(f"launch {i + 1}/{args.launches}: " + ", ".join(
-            f"{name.split(' ')[0]} {512 * len(t) / sum(t):.0f} q/s" for name, t in per_launch[-1].items()))
+        print(
+            f"launch {i + 1}/{args.launches}: "
+            + ", ".join(f"{name.split(' ')[0]} {512 * len(t) / sum(t):.0f} q/s" for name, t in per_launch[-1].items())
+        )
 
     def med(results, key):
         return float(np.median([x[key] for x in results]))
 
     big_all = {name: np.concatenate([run[name] for run in per_launch]) for name in flags}
-    print(f"\n1-query load: {args.rounds} alternating rounds, medians; "
-          f"512-query load: {args.launches} launches × {args.pairs} requests per server")
+    print(
+        f"\n1-query load: {args.rounds} alternating rounds, medians; "
+        f"512-query load: {args.launches} launches × {args.pairs} requests per server"
+    )
     print("| server | 64 clients × 1 query: q/s | p50 ms | p99 ms | 1 client × 512 queries: q/s | p50 ms | p99 ms |")
     print("|---|---|---|---|---|---|---|")
     for name in (ORIGINAL, OURS):
         a, b = runs[name], big_all[name]
         assert all(x["errors"] == x["lost"] == 0 for x in a), (name, a)
-        print(f"| {name} | {med(a, 'qps'):.0f} | {med(a, 'p50_ms'):.0f} | {med(a, 'p99_ms'):.0f} | "
-              f"{512 * len(b) / b.sum():.0f} | {1000 * np.median(b):.0f} | {1000 * np.percentile(b, 99):.0f} |")
+        print(
+            f"| {name} | {med(a, 'qps'):.0f} | {med(a, 'p50_ms'):.0f} | {med(a, 'p99_ms'):.0f} | "
+            f"{512 * len(b) / b.sum():.0f} | {1000 * np.median(b):.0f} | {1000 * np.percentile(b, 99):.0f} |"
+        )
     o, n = runs[ORIGINAL], runs[OURS]
-    print(f"\nratio ours/original: 1-query load {med(n, 'qps') / med(o, 'qps'):.2f}x throughput, "
-          f"p99 {med(n, 'p99_ms') / med(o, 'p99_ms'):.2f}x; "
-          f"512-query load {describe_ratio(per_launch, ORIGINAL, OURS, args.seed)}")
+    print(
+        f"\nratio ours/original: 1-query load {med(n, 'qps') / med(o, 'qps'):.2f}x throughput, "
+        f"p99 {med(n, 'p99_ms') / med(o, 'p99_ms'):.2f}x; "
+        f"512-query load {describe_ratio(per_launch, ORIGINAL, OURS, args.seed)}"
+    )
     if args.control:
-        print(f"A/A control, second original-style server / first: 512-query load "
-              f"{describe_ratio(per_launch, ORIGINAL, CONTROL, args.seed)}")
+        print(
+            f"A/A control, second original-style server / first: 512-query load {describe_ratio(per_launch, ORIGINAL, CONTROL, args.seed)}"
+        )
 
 
 ORIGINAL = "original (no cross-request batching)"
@@ -191,8 +208,7 @@ def describe_ratio(per_launch: list[dict[str, list[float]]], base: str, other: s
     other_s = np.array([sum(run[other]) for run in per_launch])
     lo, hi = bootstrap_ratio(base_s, other_s, seed)
     each = ", ".join(f"{b / o:.2f}" for b, o in zip(base_s, other_s))
-    return (f"{base_s.sum() / other_s.sum():.3f}x throughput (95% bootstrap interval over launches "
-            f"{lo:.3f}-{hi:.3f}; per launch: {each})")
+    return f"{base_s.sum() / other_s.sum():.3f}x throughput (95% bootstrap interval over launches {lo:.3f}-{hi:.3f}; per launch: {each})"
 
 
 def paired_big_requests(urls: dict[str, str], queries: list[str], rng: random.Random) -> dict[str, list[float]]:
@@ -202,7 +218,7 @@ def paired_big_requests(urls: dict[str, str], queries: list[str], rng: random.Ra
     seconds: dict[str, list[float]] = {n: [] for n in names}
     for lo in range(0, len(queries), 512):
         for name in rng.sample(names, len(names)):
-            result = asyncio.run(load(urls[name], queries[lo: lo + 512], 1, 512))
+            result = asyncio.run(load(urls[name], queries[lo : lo + 512], 1, 512))
             assert result["errors"] == result["lost"] == 0, (name, result)
             seconds[name].append(result["wall_s"])
     return seconds

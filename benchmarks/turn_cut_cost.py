@@ -39,7 +39,7 @@ def main() -> None:
     from retrieval_server.corpus import Corpus
     from retrieval_server.index import BM25Retriever
     from search_r1_plugin.cpu.hf_generation import HFGenerator, SamplingRequest
-    from search_r1_plugin.protocol import make_messages, turn_stop_strings
+    from search_r1_plugin.protocol import make_messages
     from search_r1_plugin.rollout import run_trajectory
     from search_r1_plugin.sandbox.tiny_model import build_tiny_qwen2, protocol_demonstrations, warm_start
     from search_r1_plugin.sandbox.world import write_world
@@ -49,19 +49,28 @@ def main() -> None:
     world = write_world(work / "world", num_people=60)
     model_dir = args.model
     if model_dir is None:
-        qa = [(r["question"], r["golden_answers"][0]) for key in ("sample_nq/train", "sample_hotpotqa/train")
-              for r in map(json.loads, open(world[key]))]
+        qa = [
+            (r["question"], r["golden_answers"][0])
+            for key in ("sample_nq/train", "sample_hotpotqa/train")
+            for r in map(json.loads, open(world[key]))
+        ]
         model_dir = str(build_tiny_qwen2(work / "model"))
         warm_start(model_dir, protocol_demonstrations(qa), steps=200)
     tok = AutoTokenizer.from_pretrained(model_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32 if device == "cpu" else torch.bfloat16,
-                                                 attn_implementation="sdpa").to(device).eval()
+    model = (
+        AutoModelForCausalLM.from_pretrained(
+            model_dir, dtype=torch.float32 if device == "cpu" else torch.bfloat16, attn_implementation="sdpa"
+        )
+        .to(device)
+        .eval()
+    )
     engine = HFGenerator(model, tok, [tok.eos_token_id], max_model_len=4096)
     bm25 = BM25Retriever(build_bm25_index(world["corpus"], work / "bm25").index_path)
     corpus = Corpus(world["corpus"])
-    questions = [r["question"] for key in ("sample_nq/test", "sample_hotpotqa/test")
-                 for r in map(json.loads, open(world[key]))][: args.questions]
+    questions = [r["question"] for key in ("sample_nq/test", "sample_hotpotqa/test") for r in map(json.loads, open(world[key]))][
+        : args.questions
+    ]
 
     async def retrieve(query: str, k: int):
         scores, hits = bm25.search([query], k)
@@ -72,16 +81,17 @@ def main() -> None:
         generated = kept = answered = 0
         t0 = time.perf_counter()
         for qi, q in enumerate(questions):
-            prompt = tok.apply_chat_template(make_messages(q), add_generation_prompt=True, tokenize=True,
-                                             return_dict=False)
+            prompt = tok.apply_chat_template(make_messages(q), add_generation_prompt=True, tokenize=True, return_dict=False)
             for s in range(args.samples):
                 seed = iter(range(10 * (qi * args.samples + s), 10 * (qi * args.samples + s + 1)))
 
-                async def generate(context, max_tokens):
+                async def generate(context, max_tokens, stop):
                     nonlocal generated
-                    req = SamplingRequest.from_params(context, {"max_tokens": max_tokens, "temperature": args.temperature,
-                                                                "stop": list(turn_stop_strings(mode)),
-                                                                "seed": next(seed)}, max_tokens)
+                    req = SamplingRequest.from_params(
+                        context,
+                        {"max_tokens": max_tokens, "temperature": args.temperature, "stop": list(stop), "seed": next(seed)},
+                        max_tokens,
+                    )
                     out = engine.generate([req])[0]
                     generated += len(out.token_ids)
                     return out.token_ids, out.log_probs
@@ -90,8 +100,7 @@ def main() -> None:
                 kept += sum(traj.is_model)
                 answered += traj.answered
         n = len(questions) * args.samples
-        return {"generated": generated / n, "kept": kept / n, "answered": answered / n,
-                "seconds": time.perf_counter() - t0}
+        return {"generated": generated / n, "kept": kept / n, "answered": answered / n, "seconds": time.perf_counter() - t0}
 
     results = {mode: rollout(mode) for mode in ("original", "earliest")}
     print(f"model {model_dir}; {len(questions)} questions x {args.samples} samples, temperature {args.temperature}")

@@ -94,8 +94,9 @@ def create_app(
             logger.exception("loading the retriever failed")
             state.update(status="failed", error=repr(exc))
             return
-        batcher = MicroBatcher(backend.search, max_batch=max_batch, max_wait_ms=max_wait_ms, batching=batching,
-                               on_batch=metrics.observe_batch)
+        batcher = MicroBatcher(
+            backend.search, max_batch=max_batch, max_wait_ms=max_wait_ms, batching=batching, on_batch=metrics.observe_batch
+        )
         batcher.start()
         state.update(status="ready", backend=backend, batcher=batcher)
         logger.info("retriever ready: %s", backend.description)
@@ -127,8 +128,7 @@ def create_app(
                 return [finite(v) for v in x]
             return x
 
-        return JSONResponse({"detail": finite(jsonable_encoder(exc.errors(), custom_encoder={float: finite}))},
-                            status_code=422)
+        return JSONResponse({"detail": finite(jsonable_encoder(exc.errors(), custom_encoder={float: finite}))}, status_code=422)
 
     def authorized(request: Request) -> bool:
         if api_key is None:

@@ -38,8 +38,15 @@ class _Item:
 
 
 class MicroBatcher:
-    def __init__(self, search: SearchFn, *, max_batch: int = 512, max_wait_ms: float = 2.0, batching: bool = True,
-                 on_batch: Callable[[int, float], None] | None = None) -> None:
+    def __init__(
+        self,
+        search: SearchFn,
+        *,
+        max_batch: int = 512,
+        max_wait_ms: float = 2.0,
+        batching: bool = True,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
         self.search = search
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
@@ -65,8 +72,7 @@ class MicroBatcher:
         """Scores and ids (``len(queries) × k``) for one request's queries."""
         if not self.batching or len(queries) <= self.max_batch:
             return await self._submit_chunk(queries, k)
-        parts = [await self._submit_chunk(queries[lo: lo + self.max_batch], k)
-                 for lo in range(0, len(queries), self.max_batch)]
+        parts = [await self._submit_chunk(queries[lo : lo + self.max_batch], k) for lo in range(0, len(queries), self.max_batch)]
         return np.concatenate([s for s, _ in parts]), np.concatenate([i for _, i in parts])
 
     async def _submit_chunk(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -38,17 +38,27 @@ class BuildSummary:
     shards_reused: int
 
     def __str__(self) -> str:
-        return (f"built {self.index_path} — {self.passages} passages, dim {self.dim}, {self.index_type}, "
-                f"{self.bytes_on_disk / 2**20:.1f} MiB on disk, {self.seconds:.1f} s "
-                f"({self.shards_reused} embedding shards reused)")
+        return (
+            f"built {self.index_path} — {self.passages} passages, dim {self.dim}, {self.index_type}, "
+            f"{self.bytes_on_disk / 2**20:.1f} MiB on disk, {self.seconds:.1f} s "
+            f"({self.shards_reused} embedding shards reused)"
+        )
 
 
 def faiss_type_name(factory: str) -> str:
     return factory.replace(",", "_")
 
 
-def encode_corpus(corpus: Corpus, encoder: Encoder, shard_dir: Path, out_path: Path, *, shard_size: int = 10000,
-                  batch_size: int = 64, limit: int | None = None) -> tuple[np.ndarray, int]:
+def encode_corpus(
+    corpus: Corpus,
+    encoder: Encoder,
+    shard_dir: Path,
+    out_path: Path,
+    *,
+    shard_size: int = 10000,
+    batch_size: int = 64,
+    limit: int | None = None,
+) -> tuple[np.ndarray, int]:
     """All passage embeddings as a float32 memmap at ``out_path`` (N × dim, the original raw format).
 
     Shards already on disk are reused; each shard is copied into the memmap and released, so the
@@ -91,14 +101,25 @@ def build_faiss(embeddings: np.ndarray, factory: str, *, train_size: int = 200_0
         index.train(np.ascontiguousarray(embeddings[rows]))
     step = 100_000
     for lo in tqdm(range(0, len(embeddings), step), desc=f"adding to {factory}"):
-        index.add(np.ascontiguousarray(embeddings[lo: lo + step]))
+        index.add(np.ascontiguousarray(embeddings[lo : lo + step]))
     return index
 
 
-def build_dense_index(corpus_path: str | Path, encoder_name: str, out_dir: str | Path, *, index_type: str = "Flat",
-                      shard_size: int = 10000, batch_size: int = 64, save_embedding: bool = False,
-                      device: str | None = None, dtype: str | None = None, limit: int | None = None,
-                      use_sentence_transformers: bool = False, family: str | None = None) -> BuildSummary:
+def build_dense_index(
+    corpus_path: str | Path,
+    encoder_name: str,
+    out_dir: str | Path,
+    *,
+    index_type: str = "Flat",
+    shard_size: int = 10000,
+    batch_size: int = 64,
+    save_embedding: bool = False,
+    device: str | None = None,
+    dtype: str | None = None,
+    limit: int | None = None,
+    use_sentence_transformers: bool = False,
+    family: str | None = None,
+) -> BuildSummary:
     import faiss
 
     from retrieval_server.index_meta import write_meta
@@ -107,12 +128,12 @@ def build_dense_index(corpus_path: str | Path, encoder_name: str, out_dir: str |
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     corpus = Corpus(corpus_path)
-    encoder = Encoder(encoder_name, device=device, dtype=dtype, use_sentence_transformers=use_sentence_transformers,
-                      family=family)
+    encoder = Encoder(encoder_name, device=device, dtype=dtype, use_sentence_transformers=use_sentence_transformers, family=family)
     method = method_name(encoder_name)
     emb_path = out_dir / f"emb_{method}.memmap"
-    emb, reused = encode_corpus(corpus, encoder, out_dir / f"shards_{method}", emb_path, shard_size=shard_size,
-                                batch_size=batch_size, limit=limit)
+    emb, reused = encode_corpus(
+        corpus, encoder, out_dir / f"shards_{method}", emb_path, shard_size=shard_size, batch_size=batch_size, limit=limit
+    )
     index = build_faiss(emb, index_type)
     path = out_dir / f"{method}_{faiss_type_name(index_type)}.index"
     faiss.write_index(index, str(path))
@@ -131,7 +152,6 @@ def build_bm25_index(corpus_path: str | Path, out_dir: str | Path) -> BuildSumma
 
     t0 = time.perf_counter()
     corpus = Corpus(corpus_path)
-    path = build_bm25(list(tqdm(corpus.iter_contents(), total=len(corpus), desc="reading corpus")),
-                      Path(out_dir) / "bm25")
+    path = build_bm25(list(tqdm(corpus.iter_contents(), total=len(corpus), desc="reading corpus")), Path(out_dir) / "bm25")
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     return BuildSummary(len(corpus), 0, "BM25", path, size, time.perf_counter() - t0, 0)

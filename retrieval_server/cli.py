@@ -35,10 +35,12 @@ def _backend_loader(args: argparse.Namespace):
         if args.retriever == "flashrag":
             from retrieval_server.flashrag_backend import FlashRAGRetriever
 
-            retriever = FlashRAGRetriever.from_config(args.flashrag_config, index_path=args.index,
-                                                      corpus_path=args.corpus, retrieval_topk=args.topk)
-            return Backend(search=retriever.search, document=lambda doc: doc, size=len(retriever),
-                           description=f"flashrag {args.flashrag_config}")
+            retriever = FlashRAGRetriever.from_config(
+                args.flashrag_config, index_path=args.index, corpus_path=args.corpus, retrieval_topk=args.topk
+            )
+            return Backend(
+                search=retriever.search, document=lambda doc: doc, size=len(retriever), description=f"flashrag {args.flashrag_config}"
+            )
         corpus = Corpus(args.corpus)
         if args.retriever == "bm25":
             retriever = BM25Retriever(args.index)
@@ -47,9 +49,13 @@ def _backend_loader(args: argparse.Namespace):
             from retrieval_server.encoder import Encoder
             from retrieval_server.index_meta import family_for_serving
 
-            encoder = Encoder(args.encoder, device=args.device, dtype=args.dtype,
-                              use_sentence_transformers=args.sentence_transformers,
-                              family=family_for_serving(args.index, args.encoder_family))
+            encoder = Encoder(
+                args.encoder,
+                device=args.device,
+                dtype=args.dtype,
+                use_sentence_transformers=args.sentence_transformers,
+                family=family_for_serving(args.index, args.encoder_family),
+            )
             if args.retriever == "torch":
                 emb = np.memmap(args.index, dtype=np.float32, mode="r").reshape(-1, encoder.dim)
                 index = TorchExactIndex(np.asarray(emb), device=encoder.device)
@@ -91,8 +97,7 @@ def serve(args: argparse.Namespace) -> None:
         logging.warning("serving on %s without --api-key: anyone who can reach this host can query it", args.host)
     app = create_app(
         _backend_loader(args),
-        limits=Limits(default_topk=args.topk, max_topk=args.max_topk, max_queries=args.max_queries,
-                      max_query_chars=args.max_query_chars),
+        limits=Limits(default_topk=args.topk, max_topk=args.max_topk, max_queries=args.max_queries, max_query_chars=args.max_query_chars),
         api_key=api_key,
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
@@ -107,52 +112,83 @@ def build_index(args: argparse.Namespace) -> None:
     if args.index_type.upper() == "BM25":
         summary = build_bm25_index(args.corpus, args.out)
     else:
-        summary = build_dense_index(args.corpus, args.encoder, args.out, index_type=args.index_type,
-                                    shard_size=args.shard_size, batch_size=args.batch_size,
-                                    save_embedding=args.save_embedding, device=args.device, dtype=args.dtype, limit=args.limit,
-                                    use_sentence_transformers=args.sentence_transformers,
-                                    family=args.encoder_family)
+        summary = build_dense_index(
+            args.corpus,
+            args.encoder,
+            args.out,
+            index_type=args.index_type,
+            shard_size=args.shard_size,
+            batch_size=args.batch_size,
+            save_embedding=args.save_embedding,
+            device=args.device,
+            dtype=args.dtype,
+            limit=args.limit,
+            use_sentence_transformers=args.sentence_transformers,
+            family=args.encoder_family,
+        )
     print(summary)
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="search-r1-retriever", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="search-r1-retriever", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the /retrieve server")
-    s.add_argument("--index", default=None,
-                   help="FAISS .index file, BM25 folder, or raw .memmap (--retriever torch); required but for flashrag")
+    s.add_argument(
+        "--index", default=None, help="FAISS .index file, BM25 folder, or raw .memmap (--retriever torch); required but for flashrag"
+    )
     s.add_argument("--corpus", default=None, help="jsonl corpus, one {id, contents} per line, row i = index id i")
-    s.add_argument("--retriever", choices=["dense", "bm25", "torch", "flashrag"], default="dense",
-                   help="flashrag: any FlashRAG retriever from --flashrag-config (optional FlashRAG install)")
+    s.add_argument(
+        "--retriever",
+        choices=["dense", "bm25", "torch", "flashrag"],
+        default="dense",
+        help="flashrag: any FlashRAG retriever from --flashrag-config (optional FlashRAG install)",
+    )
     s.add_argument("--flashrag-config", default=None, help="FlashRAG YAML (retrieval_method, index_path, ...)")
     s.add_argument("--encoder", default="intfloat/e5-base-v2")
     s.add_argument("--sentence-transformers", action="store_true", help="load --encoder with sentence-transformers")
-    s.add_argument("--encoder-family", "--retriever-name", choices=["e5", "bge", "plain"], default=None,
-                   help="query/passage prefixes and pooling (e5: 'query: '/'passage: ', mean; bge: instruction, cls; "
-                        "plain: none, mean); default: as recorded with the index, else guessed from --encoder")
+    s.add_argument(
+        "--encoder-family",
+        "--retriever-name",
+        choices=["e5", "bge", "plain"],
+        default=None,
+        help="query/passage prefixes and pooling (e5: 'query: '/'passage: ', mean; bge: instruction, cls; "
+        "plain: none, mean); default: as recorded with the index, else guessed from --encoder",
+    )
     s.add_argument("--device", default="auto")
     s.add_argument("--dtype", default="auto", help="encoder precision: auto (fp16 GPU, bf16 AMX CPU), fp32, fp16, bf16")
     s.add_argument("--faiss-gpu", action="store_true", help="shard the index over all GPUs in fp16 (faiss-gpu)")
     s.add_argument("--nprobe", type=int, default=None, help="IVF probes")
     s.add_argument("--ef-search", type=int, default=None, help="HNSW efSearch")
-    s.add_argument("--rerank-embeddings", default=None,
-                   help="emb_{method}.memmap: re-score the index's candidates exactly from these on-disk vectors")
+    s.add_argument(
+        "--rerank-embeddings", default=None, help="emb_{method}.memmap: re-score the index's candidates exactly from these on-disk vectors"
+    )
     s.add_argument("--rerank-k", type=int, default=100, help="candidates fetched from the index for re-ranking")
     s.add_argument("--topk", type=int, default=3, help="default top-k when a request sends null")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--api-key", default=None, help=f"require 'Authorization: Bearer <key>' (or env {API_KEY_ENV})")
     s.add_argument("--api-key-file", default=None, help="read the key from this file instead")
-    s.add_argument("--max-batch", type=int, default=512,
-                   help="most queries per encoder/search batch; bigger requests are searched in chunks of this size")
+    s.add_argument(
+        "--max-batch",
+        type=int,
+        default=512,
+        help="most queries per encoder/search batch; bigger requests are searched in chunks of this size",
+    )
     s.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a batch waits to fill")
     s.add_argument("--no-batching", action="store_true", help="original behaviour: each request on its own")
-    s.add_argument("--max-queries", type=int, default=Limits.max_queries,
-                   help="most queries in one request (the original trainer sends a whole turn at once)")
-    s.add_argument("--max-query-chars", type=int, default=Limits.max_query_chars,
-                   help="longer queries are cut to this many characters (the encoder truncates anyway)")
+    s.add_argument(
+        "--max-queries",
+        type=int,
+        default=Limits.max_queries,
+        help="most queries in one request (the original trainer sends a whole turn at once)",
+    )
+    s.add_argument(
+        "--max-query-chars",
+        type=int,
+        default=Limits.max_query_chars,
+        help="longer queries are cut to this many characters (the encoder truncates anyway)",
+    )
     s.add_argument("--max-topk", type=int, default=100)
     s.add_argument("--log-level", default="warning")
     s.set_defaults(func=serve)
@@ -161,9 +197,14 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--corpus", required=True)
     b.add_argument("--encoder", default="intfloat/e5-base-v2")
     b.add_argument("--sentence-transformers", action="store_true")
-    b.add_argument("--encoder-family", "--retriever-name", choices=["e5", "bge", "plain"], default=None,
-                   help="query/passage prefixes and pooling (e5: 'query: '/'passage: ', mean; bge: instruction, cls; "
-                        "plain: none, mean); default: guessed from --encoder (and recorded in <index>.meta.json)")
+    b.add_argument(
+        "--encoder-family",
+        "--retriever-name",
+        choices=["e5", "bge", "plain"],
+        default=None,
+        help="query/passage prefixes and pooling (e5: 'query: '/'passage: ', mean; bge: instruction, cls; "
+        "plain: none, mean); default: guessed from --encoder (and recorded in <index>.meta.json)",
+    )
     b.add_argument("--index-type", default="Flat", help="FAISS factory string (Flat, HNSW64, IVF4096,PQ96) or BM25")
     b.add_argument("--out", required=True, help="output folder")
     b.add_argument("--shard-size", type=int, default=10000, help="passages per resumable embedding shard")

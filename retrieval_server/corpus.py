@@ -46,7 +46,14 @@ def contents_of(doc: dict[str, Any]) -> str:
     """A passage's ``contents`` (``"Title"\ntext``), built from ``title``/``text`` when a corpus has no such field."""
     if "contents" in doc:
         return doc["contents"]
-    return f"\"{doc.get('title', '')}\"\n{doc.get('text', '')}"
+    return f'"{doc.get("title", "")}"\n{doc.get("text", "")}'
+
+
+def wire_document(doc: dict[str, Any], row: int | None = None) -> dict[str, Any]:
+    """A corpus row as the ``/retrieve`` wire format promises it, whatever retriever found it:
+    ``id`` a string (the row number when the corpus has none), ``contents`` present; other fields kept."""
+    doc_id = doc.get("id", row if row is not None else "")
+    return {**doc, "id": str(doc_id), "contents": contents_of(doc)}
 
 
 class Corpus:
@@ -84,9 +91,9 @@ class Corpus:
         return json.loads(self.raw(int(i)))
 
     def hit(self, i: int) -> dict[str, Any] | None:
-        """The document of a search hit; ``None`` for FAISS's -1 (fewer hits than asked), which must
-        never turn into a real passage (FlashRAG maps it to the last one)."""
-        return None if i < 0 else self[i]
+        """The document of a search hit in the wire format (:func:`wire_document`); ``None`` for FAISS's
+        -1 (fewer hits than asked), which must never turn into a real passage (FlashRAG maps it to the last one)."""
+        return None if i < 0 else wire_document(self[i], int(i))
 
     def contents(self, i: int) -> str:
         return contents_of(self[i])

@@ -60,8 +60,7 @@ def guess_family(model_name: str) -> str:
 def resolve_family(model_name: str, family: str | None) -> str:
     if family is None:
         family = guess_family(model_name)
-        logger.info("encoder family %r guessed from the name %r; set --encoder-family to be explicit",
-                    family, model_name)
+        logger.info("encoder family %r guessed from the name %r; set --encoder-family to be explicit", family, model_name)
     if family not in FAMILIES:
         raise ValueError(f"--encoder-family must be one of {sorted(FAMILIES)}, got {family!r}")
     return family
@@ -164,8 +163,9 @@ class Encoder:
         chunks = []
         with torch.inference_mode():
             for lo in range(0, len(texts), batch_size):
-                batch = self.tokenizer(texts[lo: lo + batch_size], padding=True, truncation=True,
-                                       max_length=max_length, return_tensors="pt").to(self.device)
+                batch = self.tokenizer(
+                    texts[lo : lo + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+                ).to(self.device)
                 hidden = self.model(**batch).last_hidden_state
                 if self.pooling == "cls":
                     emb = hidden[:, 0]

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from retrieval_server.corpus import contents_of
+from retrieval_server.corpus import wire_document
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +68,6 @@ class FlashRAGRetriever:
         out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         for i, (row_docs, row_scores) in enumerate(zip(docs, scores)):
             for j, (doc, score) in enumerate(list(zip(row_docs, row_scores))[:k]):
-                out_docs[i, j] = as_wire_document(doc)
+                out_docs[i, j] = wire_document(doc)
                 out_scores[i, j] = float(score)
         return out_scores, out_docs
-
-
-def as_wire_document(doc: dict[str, Any]) -> dict[str, Any]:
-    """FlashRAG rows → ``{"id": str, "contents": str, ...}`` (the Search-R1 wire format)."""
-    return {**doc, "id": str(doc.get("id", "")), "contents": contents_of(doc)}

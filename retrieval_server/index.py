@@ -34,9 +34,11 @@ def load_faiss_index(path: str | Path, *, gpu: bool = False, nprobe: int | None 
         index.hnsw.efSearch = ef_search
     if gpu:
         if not hasattr(faiss, "index_cpu_to_all_gpus") or faiss.get_num_gpus() == 0:
-            raise RuntimeError("--faiss-gpu needs faiss-gpu and a visible GPU (faiss-gpu replaces faiss-cpu: "
-                               "pip uninstall faiss-cpu && pip install faiss-gpu); without it, serve exact search "
-                               "on the GPU with --retriever torch --index emb_<method>.memmap")
+            raise RuntimeError(
+                "--faiss-gpu needs faiss-gpu and a visible GPU (faiss-gpu replaces faiss-cpu: "
+                "pip uninstall faiss-cpu && pip install faiss-gpu); without it, serve exact search "
+                "on the GPU with --retriever torch --index emb_<method>.memmap"
+            )
         co = faiss.GpuMultipleClonerOptions()
         co.useFloat16 = True
         co.shard = True
@@ -74,11 +76,9 @@ class DenseRetriever:
         self.rerank_embeddings = rerank_embeddings
         self.rerank_k = rerank_k
         if index.d != encoder.dim:
-            raise ValueError(f"index dimension {index.d} != encoder dimension {encoder.dim}: "
-                             "was the index built with another encoder?")
+            raise ValueError(f"index dimension {index.d} != encoder dimension {encoder.dim}: was the index built with another encoder?")
         if rerank_embeddings is not None and rerank_embeddings.shape != (index.ntotal, index.d):
-            raise ValueError(f"re-rank embeddings have shape {rerank_embeddings.shape}, index has "
-                             f"{index.ntotal} × {index.d}")
+            raise ValueError(f"re-rank embeddings have shape {rerank_embeddings.shape}, index has {index.ntotal} × {index.d}")
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
@@ -110,7 +110,7 @@ class TorchExactIndex:
         q = torch.from_numpy(np.ascontiguousarray(queries)).to(self.device, self.emb.dtype)
         best_s, best_i = None, None
         for lo in range(0, self.ntotal, self.block):
-            s = q @ self.emb[lo: lo + self.block].T
+            s = q @ self.emb[lo : lo + self.block].T
             kk = min(k, s.shape[1])
             s, i = s.float().topk(kk, dim=1)
             i = i + lo

@@ -18,10 +18,19 @@ def meta_path(index_path: str | Path) -> Path:
 
 def write_meta(index_path: str | Path, encoder: Any) -> Path:
     path = meta_path(index_path)
-    path.write_text(json.dumps({
-        "encoder": encoder.name, "family": encoder.family, "pooling": encoder.pooling,
-        "query_prefix": encoder.query_prefix, "passage_prefix": encoder.passage_prefix, "dim": encoder.dim,
-    }, indent=1))
+    path.write_text(
+        json.dumps(
+            {
+                "encoder": encoder.name,
+                "family": encoder.family,
+                "pooling": encoder.pooling,
+                "query_prefix": encoder.query_prefix,
+                "passage_prefix": encoder.passage_prefix,
+                "dim": encoder.dim,
+            },
+            indent=1,
+        )
+    )
     return path
 
 
@@ -36,7 +45,9 @@ def family_for_serving(index_path: str | Path, family: Optional[str]) -> Optiona
     if meta is None:
         return family
     if family is not None and family != meta["family"]:
-        raise ValueError(f"--encoder-family {family} but {index_path} was built with family {meta['family']!r} "
-                         f"(encoder {meta['encoder']}, {meta_path(index_path).name}); queries must be encoded "
-                         "like the passages")
+        raise ValueError(
+            f"--encoder-family {family} but {index_path} was built with family {meta['family']!r} "
+            f"(encoder {meta['encoder']}, {meta_path(index_path).name}); queries must be encoded "
+            "like the passages"
+        )
     return meta["family"]

@@ -53,10 +53,13 @@ def config_from_trainer(trainer_config: Any, **overrides: Any) -> SearchR1Config
 # turns them into tags and casts them to int (trainer/ppo/v1/agent_loop_tq.py, trainer_base._compute_metrics),
 # and off-policy staleness control filters on them. verl's LLMServerClient sets both on every generate output.
 # Speculative-decoding counters are summed over turns, as verl's ToolAgentLoop does.
-STEP_FIELDS = {"min_global_steps": min, "max_global_steps": max,
-               "spec_num_draft_tokens": lambda a, b: int(a) + int(b),
-               "spec_num_accepted_tokens": lambda a, b: int(a) + int(b),
-               "spec_num_verify_steps": lambda a, b: int(a) + int(b)}
+STEP_FIELDS = {
+    "min_global_steps": min,
+    "max_global_steps": max,
+    "spec_num_draft_tokens": lambda a, b: int(a) + int(b),
+    "spec_num_accepted_tokens": lambda a, b: int(a) + int(b),
+    "spec_num_verify_steps": lambda a, b: int(a) + int(b),
+}
 
 
 def merge_engine_fields(acc: dict[str, Any], fields: dict[str, Any] | None) -> None:
@@ -98,9 +101,7 @@ class SearchR1AgentLoop(AgentLoopBase):
             params = dict(sampling_params)
             params.update(max_tokens=max_tokens, stop=list(stop), include_stop_str_in_output=True)
             with simple_timer("generate_sequences", timing):
-                out = await self.server_manager.generate(
-                    request_id=request_id, prompt_ids=context_ids, sampling_params=params
-                )
+                out = await self.server_manager.generate(request_id=request_id, prompt_ids=context_ids, sampling_params=params)
             merge_engine_fields(engine_fields, out.extra_fields)
             if out.num_preempted is not None:
                 engine["num_preempted"] = (engine["num_preempted"] or 0) + out.num_preempted
@@ -134,6 +135,11 @@ class SearchR1AgentLoop(AgentLoopBase):
             routed_experts=None if routed is None else routed[: len(prompt_ids) + len(traj.response_ids)],
             metrics=metrics,
             # extra_fields reach compute_score's extra_info, which returns them to verl's logger.
-            extra_fields={**engine_fields, "search_r1": stats, MODEL_TEXT_KEY: traj.model_text(obs_encoder.decode),
-                          "turn_scores": [], "tool_rewards": []},
+            extra_fields={
+                **engine_fields,
+                "search_r1": stats,
+                MODEL_TEXT_KEY: traj.model_text(obs_encoder.decode),
+                "turn_scores": [],
+                "tool_rewards": [],
+            },
         )

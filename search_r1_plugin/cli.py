@@ -38,11 +38,23 @@ def _eval(args: argparse.Namespace) -> int:
     datasets = [(d, args.split or PAPER_TEST_SPLITS.get(d, "test")) for d in args.datasets.split(",") if d]
     gen = load_policy(args.model, args.backend, args.temperature)
     config = SearchR1Config(retriever_url=args.retriever_url, topk=args.topk, max_turns=args.max_turns)
-    result = asyncio.run(evaluate(
-        method=args.method, generate=gen, tokenizer=gen.tokenizer, datasets=datasets,
-        local_dir=Path(args.data_dir) if args.data_dir else None, retriever_url=args.retriever_url,
-        out_dir=Path(args.output_dir), limit=args.limit, concurrency=args.concurrency, config=config,
-        label=Path(args.model).name, paper_model=args.paper_model, variant=args.variant))
+    result = asyncio.run(
+        evaluate(
+            method=args.method,
+            generate=gen,
+            tokenizer=gen.tokenizer,
+            datasets=datasets,
+            local_dir=Path(args.data_dir) if args.data_dir else None,
+            retriever_url=args.retriever_url,
+            out_dir=Path(args.output_dir),
+            limit=args.limit,
+            concurrency=args.concurrency,
+            config=config,
+            label=Path(args.model).name,
+            paper_model=args.paper_model,
+            variant=args.variant,
+        )
+    )
     print(result["table"])
     print(f"trajectories: {Path(args.output_dir) / 'trajectories'}  plot: {result['plot']}")
     return 0
@@ -102,8 +114,10 @@ def _presets() -> int:
         print(f"{group}:")
         for name in choices(group):
             print(f"  {name:<24} {describe(group, name)}")
-    print("\nsearch-r1 train <algorithm> [<model>] [<variant> …] [key=value …]; one-value changes are overrides "
-          "(search_r1.topk=5, search_r1.max_turns=2, actor_rollout_ref.rollout.n=3). Paper rows: recipes/README.md")
+    print(
+        "\nsearch-r1 train <algorithm> [<model>] [<variant> …] [key=value …]; one-value changes are overrides "
+        "(search_r1.topk=5, search_r1.max_turns=2, actor_rollout_ref.rollout.n=3). Paper rows: recipes/README.md"
+    )
     return 0
 
 
@@ -124,14 +138,16 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _dispatch(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="search-r1", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="search-r1", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (_, help_text) in DELEGATED.items():
         sub.add_parser(name, help=help_text, add_help=False)
-    sub.add_parser("demo", help="train on the embedded sample on CPU with verl's main_ppo "
-                                "(--scripted: a scripted reader through verl's agent-loop worker, no training)",
-                   add_help=False)
+    sub.add_parser(
+        "demo",
+        help="train on the embedded sample on CPU with verl's main_ppo "
+        "(--scripted: a scripted reader through verl's agent-loop worker, no training)",
+        add_help=False,
+    )
     t = sub.add_parser("train", help="python -m verl.trainer.main_ppo with the search path and config groups filled in")
     t.add_argument("preset", nargs="+", help="algorithm, then model and variants by name, then key=value overrides")
     t.add_argument("--print-command", action="store_true", help="print the main_ppo command and stop")
@@ -141,8 +157,7 @@ def _dispatch(argv: list[str]) -> int:
 
     def model_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", required=True, help="HF model path or checkpoint directory")
-        p.add_argument("--method", default="search_r1",
-                       choices=list(METHODS))
+        p.add_argument("--method", default="search_r1", choices=list(METHODS))
         p.add_argument("--retriever-url", default=DEFAULT_RETRIEVER_URL)
         p.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"])
         p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy, as the paper validates")

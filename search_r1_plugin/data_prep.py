@@ -28,7 +28,7 @@ from typing import Iterable
 
 from tqdm import tqdm
 
-from search_r1_plugin.protocol import format_docs, make_messages
+from search_r1_plugin.protocol import TEMPLATES, format_docs, make_messages
 from search_r1_plugin.qa_data import HUB_DATASET, PAPER_TEST_SPLITS, DataError, read_dataset
 
 PAPER_TRAIN = "nq:train,hotpotqa:train"
@@ -91,28 +91,29 @@ def row_problem(rec: object) -> tuple[str | None, str, list[str]]:
     return None, question.strip(), texts
 
 
-def build_rows(records: Iterable[dict], name: str, split: str, template: str, start_index: int,
-               bad: list[dict]) -> list[dict]:
+def build_rows(records: Iterable[dict], name: str, split: str, template: str, start_index: int, bad: list[dict]) -> list[dict]:
     rows = []
     for rec in records:
         problem, question, answers = row_problem(rec)
         if problem:
             bad.append({"data_source": name, "split": split, "problem": problem, "record": rec})
             continue
-        rows.append({
-            "data_source": name,
-            "prompt": make_messages(question, "search_r1" if template == "rag" else template),
-            "ability": "fact-reasoning",
-            "reward_model": {"style": "rule", "ground_truth": {"target": answers}},
-            "extra_info": {"split": split, "index": start_index + len(rows), "id": str(rec.get("id", "")),
-                           "question": question},
-            "agent_name": "search_r1",
-        })
+        rows.append(
+            {
+                "data_source": name,
+                "prompt": make_messages(question, "search_r1" if template == "rag" else template),
+                "ability": "fact-reasoning",
+                "reward_model": {"style": "rule", "ground_truth": {"target": answers}},
+                "extra_info": {"split": split, "index": start_index + len(rows), "id": str(rec.get("id", "")), "question": question},
+                "agent_name": "search_r1",
+            }
+        )
     return rows
 
 
-def prepare(out: Path, train: str, test: str, template: str, local_dir: Path | None, hub: bool,
-            retriever_url: str | None = None, topk: int = 3) -> dict:
+def prepare(
+    out: Path, train: str, test: str, template: str, local_dir: Path | None, hub: bool, retriever_url: str | None = None, topk: int = 3
+) -> dict:
     if template == "rag" and not retriever_url:
         raise DataError("--template rag needs --retriever-url")
     import pandas as pd
@@ -146,21 +147,19 @@ def prepare(out: Path, train: str, test: str, template: str, local_dir: Path | N
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="search-r1 prepare-data", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="search-r1 prepare-data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--local-dir", type=Path)
     src.add_argument("--hub", action="store_true", help=f"load {HUB_DATASET} (needs network)")
     p.add_argument("--out", type=Path, default=Path("data/search_r1"))
     p.add_argument("--train", default=PAPER_TRAIN)
     p.add_argument("--test", default=PAPER_TEST)
-    p.add_argument("--template", choices=["search_r1", "r1", "rag"], default="search_r1")
+    p.add_argument("--template", choices=list(TEMPLATES), default="search_r1")
     p.add_argument("--retriever-url", default=None, help="for --template rag")
     p.add_argument("--topk", type=int, default=3)
     args = p.parse_args(argv)
     try:
-        summary = prepare(args.out, args.train, args.test, args.template, args.local_dir, args.hub,
-                          args.retriever_url, args.topk)
+        summary = prepare(args.out, args.train, args.test, args.template, args.local_dir, args.hub, args.retriever_url, args.topk)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

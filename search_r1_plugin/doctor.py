@@ -46,8 +46,9 @@ def run_checks(retriever_url: str | None) -> list[tuple[bool, str]]:
         from search_r1_plugin.presets import GROUPS, choices
 
         found = {group: choices(group) for group in GROUPS}
-        checks.append((all(found.values()), "Hydra config groups: " + "; ".join(
-            f"{group}={'|'.join(names)}" for group, names in found.items())))
+        checks.append(
+            (all(found.values()), "Hydra config groups: " + "; ".join(f"{group}={'|'.join(names)}" for group, names in found.items()))
+        )
     except Exception as exc:
         checks.append((False, f"presets not found: {exc!r}"))
     if retriever_url:

@@ -35,8 +35,7 @@ def spans(tokenizer, ids, mask, adv):
 def main(argv: list[str] | None = None) -> None:
     from search_r1_plugin.presets import choices
 
-    p = argparse.ArgumentParser(prog="search-r1 dry-run", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="search-r1 dry-run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--algo", default="ppo", choices=choices("search_r1_algo"), help="algorithm (search_r1_algo)")
     p.add_argument("--data", default=None, help="prepared train parquet (default: the sample world)")
     p.add_argument("--questions", type=int, default=2)
@@ -67,18 +66,30 @@ def main(argv: list[str] | None = None) -> None:
     model_dir = str(build_tiny_qwen2(work / "tiny_model"))  # tokenizer + config for verl's worker
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     bm25 = build_bm25_index(world["corpus"], work / "index")
-    with retrieval_server(["--retriever", "bm25", "--index", str(bm25.index_path), "--corpus", str(world["corpus"])],
-                          work / "server.log") as url:
-        cfg = compose(args.algo, overrides=[
-            f"actor_rollout_ref.model.path={model_dir}", f"search_r1.retriever_url={url}/retrieve",
-            "data.max_response_length=1500", "search_r1.max_turn_tokens=120", "search_r1.max_obs_length=200"])
+    with retrieval_server(
+        ["--retriever", "bm25", "--index", str(bm25.index_path), "--corpus", str(world["corpus"])], work / "server.log"
+    ) as url:
+        cfg = compose(
+            args.algo,
+            overrides=[
+                f"actor_rollout_ref.model.path={model_dir}",
+                f"search_r1.retriever_url={url}/retrieve",
+                "data.max_response_length=1500",
+                "search_r1.max_turn_tokens=120",
+                "search_r1.max_obs_length=200",
+            ],
+        )
         n = int(cfg.actor_rollout_ref.rollout.n)
         ds = RLHFDataset(data_files=[data], tokenizer=tokenizer, config=cfg.data)
         batch = next(iter(DataLoader(ds, batch_size=args.questions, collate_fn=collate_fn, shuffle=True)))
         rows = []
         for i in range(args.questions):
-            row = {"prompt": list(batch["raw_prompt"][i]), "data_source": batch["data_source"][i],
-                   "reward_model": batch["reward_model"][i], "extra_info": dict(batch["extra_info"][i])}
+            row = {
+                "prompt": list(batch["raw_prompt"][i]),
+                "data_source": batch["data_source"][i],
+                "reward_model": batch["reward_model"][i],
+                "extra_info": dict(batch["extra_info"][i]),
+            }
             rows += [row] * n  # verl repeats each question rollout.n times (a GRPO group)
         out = run_agent_loop_batch(cfg, PolicyServer(reader_policy(tokenizer)), rows)
     mask = out.batch["response_mask"].float()
@@ -92,19 +103,19 @@ def main(argv: list[str] | None = None) -> None:
         fn = core_algos.get_adv_estimator_fn(cfg.algorithm.adv_estimator)
         import numpy as np
 
-        adv, _ = fn(token_level_rewards=scores, response_mask=mask, index=np.array(index, dtype=object),
-                    config=cfg.algorithm)
-    print(f"algorithm {args.algo}: adv_estimator={cfg.algorithm.adv_estimator}, {len(rows)} trajectories, "
-          f"EM {scores.sum(-1).tolist()}")
+        adv, _ = fn(token_level_rewards=scores, response_mask=mask, index=np.array(index, dtype=object), config=cfg.algorithm)
+    print(f"algorithm {args.algo}: adv_estimator={cfg.algorithm.adv_estimator}, {len(rows)} trajectories, EM {scores.sum(-1).tolist()}")
     resp_len = out.batch["responses"].shape[1]
     length = int(out.batch["attention_mask"][0, -resp_len:].sum())
     print(f"\ntrajectory 0 ({length} response tokens): mask | mean advantage | text")
     for m, a, text in spans(tokenizer, out.batch["responses"][0, :length].tolist(), mask[0, :length], adv[0, :length]):
         print(f"  {m} | {a:+.3f} | {text[:110]!r}{'…' if len(text) > 110 else ''}")
     injected = adv[0, :length][mask[0, :length] == 0]
-    print(f"\nadvantage on masked tokens: max |a| = {injected.abs().max().item() if len(injected) else 0:.3g} "
-          "(loss ignores them either way); reward on last token:",
-          float(scores[0, length - 1]))
+    print(
+        f"\nadvantage on masked tokens: max |a| = {injected.abs().max().item() if len(injected) else 0:.3g} "
+        "(loss ignores them either way); reward on last token:",
+        float(scores[0, length - 1]),
+    )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,7 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 
 
 class Policy(Protocol):
-    async def __call__(self, context_ids: list[int], max_tokens: int,
-                       stop: Sequence[str]) -> tuple[list[int], Optional[list[float]]]: ...
+    async def __call__(self, context_ids: list[int], max_tokens: int, stop: Sequence[str]) -> tuple[list[int], Optional[list[float]]]: ...
 
 
 class TextPolicy:
@@ -58,6 +57,7 @@ class PolicyServer:
         ids = list(ids)[:max_tokens]
         if logprobs is None:
             logprobs = [self.logprob - 0.001 * i for i in range(len(ids))]
-        self.calls.append({"request_id": request_id, "prompt_ids": list(prompt_ids),
-                           "sampling_params": dict(sampling_params), "output_ids": ids})
+        self.calls.append(
+            {"request_id": request_id, "prompt_ids": list(prompt_ids), "sampling_params": dict(sampling_params), "output_ids": ids}
+        )
         return TokenOutput(token_ids=ids, log_probs=list(logprobs)[: len(ids)], stop_reason="completed")

@@ -74,16 +74,13 @@ def split_preset_words(words: Sequence[str]) -> tuple[str, str | None, list[str]
         elif word in kinds:
             variants.append(word)
         else:
-            raise ConfigError(f"{word!r} is not a model ({', '.join(models)}) nor a variant ({', '.join(kinds)}), "
-                             "nor a key=value override")
+            raise ConfigError(f"{word!r} is not a model ({', '.join(models)}) nor a variant ({', '.join(kinds)}), nor a key=value override")
     return algo, model, variants, overrides
 
 
-def main_ppo_command(algo: str, model: str | None = None, variants: Sequence[str] = (),
-                     overrides: Sequence[str] = ()) -> list[str]:
+def main_ppo_command(algo: str, model: str | None = None, variants: Sequence[str] = (), overrides: Sequence[str] = ()) -> list[str]:
     """``python -m verl.trainer.main_ppo`` with the search path, the presets and ``overrides``."""
-    return [sys.executable, "-m", "verl.trainer.main_ppo", SEARCHPATH,
-            *preset_overrides(algo, model, variants), *overrides]
+    return [sys.executable, "-m", "verl.trainer.main_ppo", SEARCHPATH, *preset_overrides(algo, model, variants), *overrides]
 
 
 def compose(algo: str = "ppo", model: str | None = None, variants: Sequence[str] = (), overrides: Sequence[str] = ()):

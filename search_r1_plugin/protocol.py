@@ -48,6 +48,26 @@ RAG_TEMPLATE = (
 )
 TEMPLATES = {"search_r1": PROMPT_TEMPLATE, "r1": R1_TEMPLATE, "rag": RAG_TEMPLATE}
 
+# Prompts of the paper's baselines (search-r1 eval --method …; docs/methods.md).
+DIRECT_TEMPLATE = (
+    "Answer the given question directly, without explanation. Provide the answer inside <answer> and </answer>. "
+    "For example, <answer> Beijing </answer>. Question: {question}\n"
+)
+COT_TEMPLATE = (
+    "Answer the given question. Let's think step by step inside <think> and </think>, then provide the answer "
+    "inside <answer> and </answer>. For example, <answer> Beijing </answer>. Question: {question}\n"
+)
+IRCOT_TEMPLATE = (
+    "Answer the question by reasoning one sentence at a time over the documents. When you know the answer, "
+    'write "So the answer is: <answer> ... </answer>".\nDocuments:\n{documents}Question: {question}\n'
+    "Reasoning so far: {reasoning}"
+)
+SEARCH_O1_REASON_TEMPLATE = (
+    'You are reading search results for the query "{query}" while answering "{question}". Extract only the '
+    'information relevant to the query, in one or two sentences; write "No helpful information found." if none.\n'
+    "Documents:\n{documents}Relevant information:"
+)
+
 SEARCH_STOP = "</search>"
 ANSWER_STOP = "</answer>"
 STOP_STRINGS = (SEARCH_STOP, ANSWER_STOP)
@@ -135,7 +155,7 @@ def _document_contents(item: Mapping[str, Any]) -> str:
     doc = item.get("document", item)
     contents = doc.get("contents")
     if contents is None:  # some corpora store title/text separately
-        contents = f"\"{doc.get('title', '')}\"\n{doc.get('text', '')}"
+        contents = f'"{doc.get("title", "")}"\n{doc.get("text", "")}'
     return str(contents)
 
 

@@ -13,8 +13,15 @@ from search_r1_plugin.errors import DataError
 
 HUB_DATASET = "RUC-NLPIR/FlashRAG_datasets"
 # The splits the paper evaluates on.
-PAPER_TEST_SPLITS = {"nq": "test", "triviaqa": "test", "popqa": "test", "hotpotqa": "dev",
-                     "2wikimultihopqa": "dev", "musique": "dev", "bamboogle": "test"}
+PAPER_TEST_SPLITS = {
+    "nq": "test",
+    "triviaqa": "test",
+    "popqa": "test",
+    "hotpotqa": "dev",
+    "2wikimultihopqa": "dev",
+    "musique": "dev",
+    "bamboogle": "test",
+}
 
 
 def read_local(local_dir: Path, name: str, split: str) -> Iterator[dict]:
@@ -38,8 +45,10 @@ def read_hub(name: str, split: str) -> Iterator[dict]:
     try:
         ds = datasets.load_dataset(HUB_DATASET, name, split=split)
     except Exception as exc:
-        raise DataError(f"could not load {HUB_DATASET}/{name} split {split} from the hub ({exc}); offline? "
-                        "download the FlashRAG files and use a local directory") from exc
+        raise DataError(
+            f"could not load {HUB_DATASET}/{name} split {split} from the hub ({exc}); offline? "
+            "download the FlashRAG files and use a local directory"
+        ) from exc
     yield from ds
 
 

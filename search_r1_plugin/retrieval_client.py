@@ -114,7 +114,7 @@ class RetrievalClient:
         self._flushers.pop(topk, None)
         waiting = list(self._pending.pop(topk, {}).items())
         for lo in range(0, len(waiting), self.max_batch):
-            asyncio.get_running_loop().create_task(self._send(waiting[lo: lo + self.max_batch], topk))
+            asyncio.get_running_loop().create_task(self._send(waiting[lo : lo + self.max_batch], topk))
 
     async def _send(self, chunk: list[tuple[str, list[asyncio.Future]]], topk: int) -> None:
         try:
@@ -166,14 +166,12 @@ class RetrievalClient:
                         body = (await resp.text())[:500]
                         if 400 <= resp.status < 500 and resp.status not in (408, 429):
                             # The request itself is wrong: retrying cannot help.
-                            raise RequestRejected(f"retrieval server {self.url} rejected the request "
-                                                 f"(HTTP {resp.status}): {body}")
+                            raise RequestRejected(f"retrieval server {self.url} rejected the request (HTTP {resp.status}): {body}")
                         raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status, message=body)
                     data = await resp.json()
                 result = data["result"]
                 if len(result) != len(queries):
-                    raise RetrievalError(f"retrieval server {self.url} returned {len(result)} results for "
-                                         f"{len(queries)} queries")
+                    raise RetrievalError(f"retrieval server {self.url} returned {len(result)} results for {len(queries)} queries")
                 self.stats.requests += 1
                 self.stats.queries += len(queries)
                 return result
@@ -197,8 +195,9 @@ def server_health(url: str, timeout_s: float = 10.0) -> dict[str, Any]:
     except urllib.error.HTTPError as exc:  # 503 while loading or after a failed load: the body says why
         return json.loads(exc.read() or b"{}") or {"status": f"HTTP {exc.code}"}
     except Exception as exc:
-        raise RetrievalError(f"retrieval server {url} unreachable ({exc}); start it with "
-                             "`search-r1-retriever serve ...` or pass the right URL") from exc
+        raise RetrievalError(
+            f"retrieval server {url} unreachable ({exc}); start it with `search-r1-retriever serve ...` or pass the right URL"
+        ) from exc
 
 
 def check_ready(url: str) -> None:
@@ -238,4 +237,3 @@ def client_from_config(cfg: Any) -> RetrievalClient:
         cache_size=cfg.retrieval_cache_size,
         api_key=cfg.retrieval_api_key,
     )
-

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Optional, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence
 
 from search_r1_plugin.policy import Policy
 from search_r1_plugin.protocol import (
@@ -33,6 +33,7 @@ from search_r1_plugin.protocol import (
     INVALID_ACTION_MESSAGE,
     STOP_STRINGS,
     format_docs,
+    format_observation,
     parse_action,
     turn_cut_stops,
     turn_stop_strings,
@@ -147,13 +148,14 @@ class ObservationEncoder:
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
-    def information(self, docs_text: str, limit: int) -> tuple[list[int], bool]:
-        """``<information>`` block of at most ``limit`` tokens; the body is cut, never the closing tag."""
-        full = self.encode(f"{INFO_OPEN}{docs_text}{INFO_CLOSE}")
+    def information(self, docs: Sequence[Mapping[str, Any]], limit: int) -> tuple[list[int], bool]:
+        """The observation (:func:`~search_r1_plugin.protocol.format_observation`) in at most ``limit``
+        tokens; when it is too long the passages are cut, never the closing tag."""
+        full = self.encode(format_observation(docs))
         if len(full) <= limit:
             return full, False
         body_room = limit - len(self.open_ids) - len(self.close_ids)
-        body = self.encode(docs_text)[: max(body_room, 0)]
+        body = self.encode(format_docs(docs).strip())[: max(body_room, 0)]
         return self.open_ids + body + self.close_ids, True
 
 
@@ -186,8 +188,7 @@ async def run_trajectory(
         ids = ids[: cut_turn(ids, enc.decode, config.turn_cut)]
         text = enc.decode(ids)  # unchanged by dropping a trailing special token below (decoded without them)
         action = parse_action(text)
-        if (config.turn_cut == "original" and action.kind is None and turn < config.max_turns
-                and ids and ids[-1] in enc.special_ids):
+        if config.turn_cut == "original" and action.kind is None and turn < config.max_turns and ids and ids[-1] in enc.special_ids:
             # The original decoded without special tokens and re-encoded, so an action-less turn that
             # ended on EOS lost it before the invalid-action message; the kept tokens are unchanged.
             ids = ids[:-1]
@@ -226,7 +227,7 @@ async def run_trajectory(
             if limit < len(enc.open_ids) + len(enc.close_ids) + 1:
                 traj.budget_exhausted = True
                 break
-            obs_ids, truncated = enc.information(format_docs(docs).strip(), limit)
+            obs_ids, truncated = enc.information(docs, limit)
             traj.obs_truncations += int(truncated)
             emit("information", enc.decode(obs_ids))
         else:

@@ -57,8 +57,7 @@ class SearchR1Config:
 
     def __post_init__(self) -> None:
         positive = ("topk", "max_turn_tokens", "max_obs_length", "retrieval_timeout_s", "retrieval_max_batch")
-        non_negative = ("max_turns", "retrieval_retries", "retrieval_backoff_s", "retrieval_max_wait_ms",
-                        "retrieval_cache_size")
+        non_negative = ("max_turns", "retrieval_retries", "retrieval_backoff_s", "retrieval_max_wait_ms", "retrieval_cache_size")
         for name in positive + non_negative:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -100,4 +99,5 @@ def check_rollout_logprobs(config: SearchR1Config, calculate_log_probs: bool) ->
     if not config.mask_retrieved_tokens and calculate_log_probs:
         raise ConfigError(
             "search_r1.mask_retrieved_tokens=false trains on injected tokens, which have no sampling "
-            "log-probs; set actor_rollout_ref.rollout.calculate_log_probs=false (the no_mask ablation does)")
+            "log-probs; set actor_rollout_ref.rollout.calculate_log_probs=false (the no_mask ablation does)"
+        )

@@ -82,13 +82,15 @@ class SearchR1ReplayBuffer(ReplayBuffer):
         if trainer_mode != "sync":
             raise ValueError(
                 f"search_r1_plugin.training_metrics.SearchR1ReplayBuffer extends the synchronous replay buffer; "
-                f"trainer.v1.trainer_mode={trainer_mode!r} needs trainer.v1.sampler.custom_sampler.path=null")
+                f"trainer.v1.trainer_mode={trainer_mode!r} needs trainer.v1.sampler.custom_sampler.path=null"
+            )
         options = dict(sampler_kwargs or {})
         self.token_dump_dir = options.pop("token_dump_dir", None)
         train_batch_size = options.pop("train_batch_size", None)
         gen_batch_size = options.pop("gen_batch_size", None) or train_batch_size
-        super().__init__(trainer_mode, *args, sampler_kwargs=options, train_batch_size=train_batch_size,
-                         gen_batch_size=gen_batch_size, **kwargs)
+        super().__init__(
+            trainer_mode, *args, sampler_kwargs=options, train_batch_size=train_batch_size, gen_batch_size=gen_batch_size, **kwargs
+        )
 
     def sample(self, global_steps: int, partition_id: str, batch_size: int):
         batch, metrics = super().sample(global_steps=global_steps, partition_id=partition_id, batch_size=batch_size)

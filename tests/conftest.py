@@ -29,8 +29,7 @@ def dense_index(sample_world, minilm_path, tmp_path_factory):
     from retrieval_server.builder import build_dense_index
 
     out = tmp_path_factory.mktemp("dense")
-    summary = build_dense_index(sample_world["corpus"], minilm_path, out, index_type="Flat", shard_size=50,
-                                save_embedding=True)
+    summary = build_dense_index(sample_world["corpus"], minilm_path, out, index_type="Flat", shard_size=50, save_embedding=True)
     return summary
 
 
@@ -46,9 +45,23 @@ def dense_server(sample_world, dense_index, minilm_path, tmp_path_factory):
     from search_r1_plugin.sandbox.server_process import retrieval_server
 
     log = tmp_path_factory.mktemp("logs") / "dense_server.log"
-    with retrieval_server(["--index", str(dense_index.index_path), "--corpus", str(sample_world["corpus"]),
-                           "--encoder", minilm_path, "--max-queries", "64", "--max-query-chars", "500",
-                           "--max-topk", "20"], log) as url:
+    with retrieval_server(
+        [
+            "--index",
+            str(dense_index.index_path),
+            "--corpus",
+            str(sample_world["corpus"]),
+            "--encoder",
+            minilm_path,
+            "--max-queries",
+            "64",
+            "--max-query-chars",
+            "500",
+            "--max-topk",
+            "20",
+        ],
+        log,
+    ) as url:
         yield url
 
 
@@ -57,8 +70,9 @@ def bm25_server(sample_world, bm25_index, tmp_path_factory):
     from search_r1_plugin.sandbox.server_process import retrieval_server
 
     log = tmp_path_factory.mktemp("logs") / "bm25_server.log"
-    with retrieval_server(["--retriever", "bm25", "--index", str(bm25_index.index_path),
-                           "--corpus", str(sample_world["corpus"])], log) as url:
+    with retrieval_server(
+        ["--retriever", "bm25", "--index", str(bm25_index.index_path), "--corpus", str(sample_world["corpus"])], log
+    ) as url:
         yield url
 
 

@@ -14,36 +14,45 @@ RESPONSE_LENGTH = 400
 
 
 def trainer_config(model_dir, url, *extra):
-    return compose("ppo", overrides=[
-        f"actor_rollout_ref.model.path={model_dir}",
-        "data.max_prompt_length=256",
-        f"data.max_response_length={RESPONSE_LENGTH}",
-        f"search_r1.retriever_url={url}/retrieve",
-        "search_r1.max_turn_tokens=80",
-        "search_r1.max_obs_length=120",
-        *extra,
-    ])
+    return compose(
+        "ppo",
+        overrides=[
+            f"actor_rollout_ref.model.path={model_dir}",
+            "data.max_prompt_length=256",
+            f"data.max_response_length={RESPONSE_LENGTH}",
+            f"search_r1.retriever_url={url}/retrieve",
+            "search_r1.max_turn_tokens=80",
+            "search_r1.max_obs_length=120",
+            *extra,
+        ],
+    )
 
 
 def load_questions(world, n=4):
     rows = [json.loads(line) for line in open(world["sample_nq/test"])][:n]
-    return [{
-        "prompt": make_messages(r["question"]),
-        "data_source": "sample_nq",
-        "reward_model": {"style": "rule", "ground_truth": {"target": r["golden_answers"]}},
-        "extra_info": {"index": i, "split": "test"},
-        "question": r["question"], "answer": r["golden_answers"][0],
-    } for i, r in enumerate(rows)]
+    return [
+        {
+            "prompt": make_messages(r["question"]),
+            "data_source": "sample_nq",
+            "reward_model": {"style": "rule", "ground_truth": {"target": r["golden_answers"]}},
+            "extra_info": {"index": i, "split": "test"},
+            "question": r["question"],
+            "answer": r["golden_answers"][0],
+        }
+        for i, r in enumerate(rows)
+    ]
 
 
 def scripted_policy(tokenizer, rows, *, answer_right=True):
     """Search the question once, then answer (right or wrong) — decided from the context text."""
+
     def act(ctx, stop):
         assert stop == ["</search>"]  # turn_cut=original
         row = next(r for r in rows if r["question"].rstrip("?") in ctx)
         if "<information>" not in ctx.split("<|im_start|>assistant\n")[-1]:  # the prompt mentions the tag too
             return f"<think>I must look it up.</think><search> {row['question']} </search>"
         return f"<think>Found it.</think><answer> {row['answer'] if answer_right else 'nobody'} </answer>"
+
     return TextPolicy(tokenizer, act)
 
 
@@ -54,13 +63,19 @@ def run_worker(config, llm, rows):
 @pytest.mark.parametrize("mask", [True, False])
 def test_scripted_policy_through_verl(tiny_model_dir, tiny_tokenizer, bm25_server, sample_world, mask):
     rows = load_questions(sample_world)
-    config = trainer_config(tiny_model_dir, bm25_server, f"search_r1.mask_retrieved_tokens={str(mask).lower()}",
-                            f"actor_rollout_ref.rollout.calculate_log_probs={str(mask).lower()}")
+    config = trainer_config(
+        tiny_model_dir,
+        bm25_server,
+        f"search_r1.mask_retrieved_tokens={str(mask).lower()}",
+        f"actor_rollout_ref.rollout.calculate_log_probs={str(mask).lower()}",
+    )
     llm = PolicyServer(scripted_policy(tiny_tokenizer, rows))
     out = run_worker(config, llm, rows)
     # verl's engines are asked to stop on </search> (turn_cut=original) and keep it in the output
-    assert all(c["sampling_params"]["stop"] == ["</search>"] and c["sampling_params"]["include_stop_str_in_output"]
-               for c in llm.calls) and llm.calls
+    assert (
+        all(c["sampling_params"]["stop"] == ["</search>"] and c["sampling_params"]["include_stop_str_in_output"] for c in llm.calls)
+        and llm.calls
+    )
 
     responses, resp_mask = out.batch["responses"], out.batch["response_mask"]
     attn = out.batch["attention_mask"][:, -RESPONSE_LENGTH:]
@@ -75,9 +90,8 @@ def test_scripted_policy_through_verl(tiny_model_dir, tiny_tokenizer, bm25_serve
         assert row["answer"] in obs  # BM25 found the passage with the fact
         # token-by-token: mask 1 on model tokens, 0 (or 1 in the ablation) on the observation
         ids = responses[b, :n].tolist()
-        turn1, turn2 = [c["output_ids"] for c in llm.calls if row["question"].rstrip("?") in
-                        tiny_tokenizer.decode(c["prompt_ids"])]
-        assert ids[: len(turn1)] == turn1 and ids[-len(turn2):] == turn2  # sampled ids kept exactly
+        turn1, turn2 = [c["output_ids"] for c in llm.calls if row["question"].rstrip("?") in tiny_tokenizer.decode(c["prompt_ids"])]
+        assert ids[: len(turn1)] == turn1 and ids[-len(turn2) :] == turn2  # sampled ids kept exactly
         n_obs = n - len(turn1) - len(turn2)
         expected = [1] * len(turn1) + [1 if not mask else 0] * n_obs + [1] * len(turn2)
         assert resp_mask[b, :n].tolist() == expected, b
@@ -121,10 +135,16 @@ def test_tiny_qwen2_hf_generate_through_verl(tiny_model_dir, tiny_tokenizer, bm2
         first = "<information>" not in tiny_tokenizer.decode(prompt_ids).split("<|im_start|>assistant\n")[-1]
         inp = torch.tensor([prompt_ids + (forced if first else [])])
         with torch.no_grad():
-            gen = model.generate(inp, max_new_tokens=min(max_tokens, 40), do_sample=True,
-                                 stop_strings=stop, tokenizer=tiny_tokenizer,
-                                 eos_token_id=tiny_tokenizer.eos_token_id, pad_token_id=tiny_tokenizer.pad_token_id)
-        return (forced if first else []) + gen[0, inp.shape[1]:].tolist(), None
+            gen = model.generate(
+                inp,
+                max_new_tokens=min(max_tokens, 40),
+                do_sample=True,
+                stop_strings=stop,
+                tokenizer=tiny_tokenizer,
+                eos_token_id=tiny_tokenizer.eos_token_id,
+                pad_token_id=tiny_tokenizer.pad_token_id,
+            )
+        return (forced if first else []) + gen[0, inp.shape[1] :].tolist(), None
 
     rows = load_questions(sample_world, 3)
     out = run_worker(trainer_config(tiny_model_dir, bm25_server), PolicyServer(policy), rows)
@@ -151,8 +171,9 @@ def test_retriever_down_is_a_clear_error(tiny_model_dir, tiny_tokenizer, sample_
 
 def test_no_masking_with_rollout_logprobs_is_refused(tiny_model_dir, tiny_tokenizer, bm25_server, sample_world):
     rows = load_questions(sample_world, 1)
-    config = trainer_config(tiny_model_dir, bm25_server, "search_r1.mask_retrieved_tokens=false",
-                            "actor_rollout_ref.rollout.calculate_log_probs=true")
+    config = trainer_config(
+        tiny_model_dir, bm25_server, "search_r1.mask_retrieved_tokens=false", "actor_rollout_ref.rollout.calculate_log_probs=true"
+    )
     with pytest.raises(Exception, match="actor_rollout_ref.rollout.calculate_log_probs=false"):
         run_worker(config, PolicyServer(scripted_policy(tiny_tokenizer, rows)), rows)
 
@@ -172,13 +193,27 @@ def test_reward_reads_only_what_the_model_wrote(tiny_model_dir, tiny_tokenizer, 
     from search_r1_plugin.sandbox.server_process import retrieval_server
 
     corpus = tmp_path / "trap.jsonl"
-    corpus.write_text(json.dumps({"id": "0", "contents": '"Trap"\nZorblax trivia: <answer> Zorblax </answer>'}) + "\n"
-                      + json.dumps({"id": "1", "contents": '"Other"\nNothing to see here.'}) + "\n")
+    corpus.write_text(
+        json.dumps({"id": "0", "contents": '"Trap"\nZorblax trivia: <answer> Zorblax </answer>'})
+        + "\n"
+        + json.dumps({"id": "1", "contents": '"Other"\nNothing to see here.'})
+        + "\n"
+    )
     index = build_bm25_index(corpus, tmp_path / "bm25")
-    rows = [{"prompt": make_messages("Who is Zorblax?"), "data_source": "nq",
-             "reward_model": {"style": "rule", "ground_truth": {"target": ["Zorblax"]}}, "extra_info": {"index": 0}},
-            {"prompt": make_messages("Which word joins?"), "data_source": "nq",
-             "reward_model": {"style": "rule", "ground_truth": {"target": ["and"]}}, "extra_info": {"index": 1}}]
+    rows = [
+        {
+            "prompt": make_messages("Who is Zorblax?"),
+            "data_source": "nq",
+            "reward_model": {"style": "rule", "ground_truth": {"target": ["Zorblax"]}},
+            "extra_info": {"index": 0},
+        },
+        {
+            "prompt": make_messages("Which word joins?"),
+            "data_source": "nq",
+            "reward_model": {"style": "rule", "ground_truth": {"target": ["and"]}},
+            "extra_info": {"index": 1},
+        },
+    ]
 
     def act(context, stop):
         ctx = context.split("<|im_start|>assistant\n")[-1]
@@ -188,8 +223,9 @@ def test_reward_reads_only_what_the_model_wrote(tiny_model_dir, tiny_tokenizer, 
 
     policy = TextPolicy(tiny_tokenizer, act)
 
-    with retrieval_server(["--retriever", "bm25", "--index", str(index.index_path), "--corpus", str(corpus)],
-                          tmp_path / "server.log") as url:
+    with retrieval_server(
+        ["--retriever", "bm25", "--index", str(index.index_path), "--corpus", str(corpus)], tmp_path / "server.log"
+    ) as url:
         out = run_worker(trainer_config(tiny_model_dir, url), PolicyServer(policy), rows)
     texts = [tiny_tokenizer.decode(r) for r in out.batch["responses"]]
     assert "<answer> Zorblax </answer>" in texts[0] and "<answer> and </answer>" in texts[1]  # in the response...

@@ -19,25 +19,38 @@ def run_python(code: str, **env: str) -> str:
 
 
 def test_cpu_pieces_register_only_with_verl_platform_cpu():
-    code = ("import verl; from verl.plugin.platform import PlatformRegistry; "
-            "from verl.workers.rollout.replica import RolloutReplicaRegistry; "
-            "print('cpu' in PlatformRegistry.registered_names(), 'hf' in RolloutReplicaRegistry._registry)")
+    code = (
+        "import verl; from verl.plugin.platform import PlatformRegistry; "
+        "from verl.workers.rollout.replica import RolloutReplicaRegistry; "
+        "print('cpu' in PlatformRegistry.registered_names(), 'hf' in RolloutReplicaRegistry._registry)"
+    )
     assert run_python(code) == "False False"  # a GPU machine never sees them
     assert run_python(code, VERL_PLATFORM="cpu") == "True True"
 
 
 def test_platform_cpu_through_verl_device_helpers():
-    code = ("import verl, torch; from verl.utils.device import get_device_name, get_device_id, get_torch_device, "
-            "get_nccl_backend, get_resource_name, is_support_ipc; "
-            "from verl.workers.engine import EngineRegistry; "
-            "t = torch.ones(2).to(get_device_id()); get_torch_device().empty_cache(); get_torch_device().synchronize(); "
-            "free, total = get_torch_device().mem_get_info(); "
-            "print(get_device_name(), get_device_id(), t.device.type, get_nccl_backend(), get_resource_name(), "
-            "is_support_ipc(), 0 < free <= total, "
-            "EngineRegistry.get_engine_cls('language_model', 'fsdp2').__name__, "
-            "EngineRegistry.get_engine_cls('value_model', 'fsdp2').__name__)")
+    code = (
+        "import verl, torch; from verl.utils.device import get_device_name, get_device_id, get_torch_device, "
+        "get_nccl_backend, get_resource_name, is_support_ipc; "
+        "from verl.workers.engine import EngineRegistry; "
+        "t = torch.ones(2).to(get_device_id()); get_torch_device().empty_cache(); get_torch_device().synchronize(); "
+        "free, total = get_torch_device().mem_get_info(); "
+        "print(get_device_name(), get_device_id(), t.device.type, get_nccl_backend(), get_resource_name(), "
+        "is_support_ipc(), 0 < free <= total, "
+        "EngineRegistry.get_engine_cls('language_model', 'fsdp2').__name__, "
+        "EngineRegistry.get_engine_cls('value_model', 'fsdp2').__name__)"
+    )
     assert run_python(code, VERL_PLATFORM="cpu").split() == [
-        "cpu", "cpu", "cpu", "gloo", "GPU", "False", "True", "CPUFSDPEngineWithLMHead", "CPUFSDPEngineWithValueHead"]
+        "cpu",
+        "cpu",
+        "cpu",
+        "gloo",
+        "GPU",
+        "False",
+        "True",
+        "CPUFSDPEngineWithLMHead",
+        "CPUFSDPEngineWithValueHead",
+    ]
 
 
 def test_verl_process_group_init_works_on_platform_cpu(tmp_path):
@@ -45,12 +58,13 @@ def test_verl_process_group_init_works_on_platform_cpu(tmp_path):
     workaround (docs/upstream.md #1) leaves a working gloo group behind instead."""
     from search_r1_plugin.sandbox.server_process import free_port
 
-    code = ("import verl, torch, torch.distributed as dist; "
-            "from verl.utils.distributed import initialize_global_process_group_ray; "
-            "initialize_global_process_group_ray(); x = torch.ones(1); dist.all_reduce(x); "
-            "print(dist.get_backend(), dist.get_world_size(), float(x))")
-    out = run_python(code, VERL_PLATFORM="cpu", RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                     MASTER_PORT=str(free_port()))
+    code = (
+        "import verl, torch, torch.distributed as dist; "
+        "from verl.utils.distributed import initialize_global_process_group_ray; "
+        "initialize_global_process_group_ray(); x = torch.ones(1); dist.all_reduce(x); "
+        "print(dist.get_backend(), dist.get_world_size(), float(x))"
+    )
+    out = run_python(code, VERL_PLATFORM="cpu", RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     assert out == "gloo 1 1.0"
 
 
@@ -60,8 +74,7 @@ def generator(tiny_model_dir, tiny_tokenizer):
 
     from search_r1_plugin.cpu.hf_generation import HFGenerator
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32,
-                                                 attn_implementation="sdpa").eval()
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa").eval()
     return HFGenerator(model, tiny_tokenizer, [tiny_tokenizer.eos_token_id], max_model_len=2048)
 
 
@@ -98,9 +111,8 @@ def test_greedy_max_tokens_and_stop_strings(generator, tiny_tokenizer):
     assert len(greedy.token_ids) == 20 or greedy.token_ids[-1] == tiny_tokenizer.eos_token_id
     # a stop string the greedy text contains: generation ends on the token that completes it, stop kept
     text = tiny_tokenizer.decode(greedy.token_ids)
-    stop = next(text[i: i + 3] for i in range(len(text) // 2, len(text) - 2) if text[i: i + 3].strip())
-    cut = generator.generate([SamplingRequest.from_params(prompt, {"temperature": 0, "max_tokens": 20,
-                                                                   "stop": [stop]}, 100)])[0]
+    stop = next(text[i : i + 3] for i in range(len(text) // 2, len(text) - 2) if text[i : i + 3].strip())
+    cut = generator.generate([SamplingRequest.from_params(prompt, {"temperature": 0, "max_tokens": 20, "stop": [stop]}, 100)])[0]
     assert cut.finish_reason == "stop" and stop in tiny_tokenizer.decode(cut.token_ids)
     assert stop not in tiny_tokenizer.decode(cut.token_ids[:-1])
     assert cut.token_ids == greedy.token_ids[: len(cut.token_ids)]
@@ -115,8 +127,9 @@ def test_server_weight_update_changes_logprobs_to_the_actors(tiny_model_dir, tin
 
     from search_r1_plugin.cpu.hf_rollout import HFRolloutServer
 
-    rollout_cfg = OmegaConf.create({"_target_": "verl.workers.config.RolloutConfig", "name": "hf",
-                                    "prompt_length": 64, "response_length": 32})
+    rollout_cfg = OmegaConf.create(
+        {"_target_": "verl.workers.config.RolloutConfig", "name": "hf", "prompt_length": 64, "response_length": 32}
+    )
     model_cfg = OmegaConf.create({"_target_": "verl.workers.config.HFModelConfig", "path": tiny_model_dir})
     server = HFRolloutServer(rollout_cfg, model_cfg)
     actor = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
@@ -130,8 +143,7 @@ def test_server_weight_update_changes_logprobs_to_the_actors(tiny_model_dir, tin
     n = server.update_weights(dict(actor.state_dict()), global_steps=7)
     assert n == len(actor.state_dict())
     assert server.compute_log_probs(ids, 3) == pytest.approx(expected, abs=1e-5)
-    out = asyncio.run(server.generate(prompt_ids=ids, sampling_params={"max_tokens": 4, "logprobs": True},
-                                      request_id="r"))
+    out = asyncio.run(server.generate(prompt_ids=ids, sampling_params={"max_tokens": 4, "logprobs": True}, request_id="r"))
     assert out.extra_fields["global_steps"] == 7 and len(out.token_ids) == len(out.log_probs) <= 4
     with pytest.raises(KeyError, match="not in the rollout model"):
         server.update_weights({"no.such.weight": torch.zeros(1)})
@@ -142,6 +154,5 @@ def test_trajectory_weight_versions_are_min_and_max_over_turns():
 
     acc: dict = {}
     for step in (4, 3, 5):  # weights updated while the trajectory was in flight (async trainers)
-        merge_engine_fields(acc, {"global_steps": step, "min_global_steps": step, "max_global_steps": step,
-                                  "spec_num_draft_tokens": 2})
+        merge_engine_fields(acc, {"global_steps": step, "min_global_steps": step, "max_global_steps": step, "spec_num_draft_tokens": 2})
     assert acc == {"global_steps": 4, "min_global_steps": 3, "max_global_steps": 5, "spec_num_draft_tokens": 6}

@@ -44,19 +44,31 @@ def answers_of(world):
 
 def oracle_policy(answers, right):
     """Searches once, then answers right for questions in ``right`` and wrong otherwise."""
+
     def policy(context, stop):
         q = next(q for q in answers if q in context)
         if "<information>" not in context.split("<|im_start|>assistant\n")[-1]:
             return f"<think>look up</think><search> {q} </search>"
         return f"<think>ok</think><answer> {answers[q] if q in right else 'nope'} </answer>"
+
     return policy
 
 
 def run_eval(world, tmp_path, gen, tokenizer, url, method="search_r1", limit=6, **kw):
-    return asyncio.run(evaluate(method=method, generate=gen, tokenizer=tokenizer, datasets=DATASETS,
-                                local_dir=world["corpus"].parent, retriever_url=f"{url}/retrieve",
-                                out_dir=tmp_path, limit=limit, config=SearchR1Config(retriever_url=f"{url}/retrieve",
-                                                                                     max_turn_tokens=60), **kw))
+    return asyncio.run(
+        evaluate(
+            method=method,
+            generate=gen,
+            tokenizer=tokenizer,
+            datasets=DATASETS,
+            local_dir=world["corpus"].parent,
+            retriever_url=f"{url}/retrieve",
+            out_dir=tmp_path,
+            limit=limit,
+            config=SearchR1Config(retriever_url=f"{url}/retrieve", max_turn_tokens=60),
+            **kw,
+        )
+    )
 
 
 def test_scripted_policy_gives_expected_scores(sample_world, tmp_path, tiny_tokenizer, bm25_server):

@@ -18,18 +18,34 @@ def test_flashrag_dense_retriever_matches_brute_force(sample_world, dense_index,
     from search_r1_plugin.sandbox.server_process import retrieval_server
 
     config = tmp_path / "flashrag.yaml"
-    config.write_text(yaml.safe_dump({
-        "retrieval_method": "minilm", "retrieval_model_path": minilm_path, "retrieval_pooling_method": "mean",
-        "retrieval_use_fp16": False, "retrieval_query_max_length": 256, "retrieval_batch_size": 64,
-        "instruction": "", "save_dir": str(tmp_path / "flashrag_out"),
-    }))
-    args = ["--retriever", "flashrag", "--flashrag-config", str(config), "--index", str(dense_index.index_path),
-            "--corpus", str(sample_world["corpus"])]
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "retrieval_method": "minilm",
+                "retrieval_model_path": minilm_path,
+                "retrieval_pooling_method": "mean",
+                "retrieval_use_fp16": False,
+                "retrieval_query_max_length": 256,
+                "retrieval_batch_size": 64,
+                "instruction": "",
+                "save_dir": str(tmp_path / "flashrag_out"),
+            }
+        )
+    )
+    args = [
+        "--retriever",
+        "flashrag",
+        "--flashrag-config",
+        str(config),
+        "--index",
+        str(dense_index.index_path),
+        "--corpus",
+        str(sample_world["corpus"]),
+    ]
     queries = ["In which country was a poet born?", "a chemist born in 1800", "capital city"]
     with retrieval_server(args, tmp_path / "flashrag.log") as url:
         health = httpx.get(f"{url}/health", timeout=10).json()
-        scored = httpx.post(f"{url}/retrieve", json={"queries": queries, "topk": 3, "return_scores": True},
-                            timeout=60).json()["result"]
+        scored = httpx.post(f"{url}/retrieve", json={"queries": queries, "topk": 3, "return_scores": True}, timeout=60).json()["result"]
         plain = httpx.post(f"{url}/retrieve", json={"queries": queries[:1], "topk": 2}, timeout=60).json()["result"]
         bad = httpx.post(f"{url}/retrieve", json={"queries": ["a"], "topk": "many"}, timeout=10)
 
@@ -44,4 +60,3 @@ def test_flashrag_dense_retriever_matches_brute_force(sample_world, dense_index,
         assert docs[0]["document"]["contents"].startswith('"')  # the original client's access path
     assert [d["id"] for d in plain[0]] == [corpus[i] for i in expected[0, :2]]  # return_scores false: documents
     assert bad.status_code == 422  # our validation in front of FlashRAG
-

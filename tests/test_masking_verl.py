@@ -15,8 +15,7 @@ from verl.trainer.ppo import core_algos
 from verl.trainer.ppo.ray_trainer import apply_kl_penalty
 
 #            model   | observation | model  | padding
-MASK = torch.tensor([[1, 1, 1, 0, 0, 0, 0, 1, 1, 0, 0, 0],
-                     [1, 1, 0, 0, 0, 1, 1, 1, 1, 1, 0, 0]], dtype=torch.float32)
+MASK = torch.tensor([[1, 1, 1, 0, 0, 0, 0, 1, 1, 0, 0, 0], [1, 1, 0, 0, 0, 1, 1, 1, 1, 1, 0, 0]], dtype=torch.float32)
 LAST = [8, 9]
 SCORES = [1.0, 0.0]
 
@@ -44,7 +43,8 @@ def test_gae_bootstraps_across_observation_tokens():
         m = MASK[b]
         # Returns equal those of the same trajectory with the observation tokens removed.
         _, ret_c = core_algos.compute_gae_advantage_return(
-            compress(rewards()[b], m)[None], compress(values[b], m)[None], torch.ones(1, int(m.sum())), 1.0, 1.0)
+            compress(rewards()[b], m)[None], compress(values[b], m)[None], torch.ones(1, int(m.sum())), 1.0, 1.0
+        )
         assert torch.allclose(ret[b][m == 1], ret_c[0], atol=1e-6)
     # Values predicted on observation tokens do not change any model token's advantage.
     values2 = values.clone()
@@ -87,12 +87,20 @@ def test_policy_loss_ignores_observation_tokens():
     torch.manual_seed(0)
     old = torch.randn_like(MASK)
     adv = torch.randn_like(MASK)
-    cfg = OmegaConf.create({"clip_ratio": 0.2, "clip_ratio_low": 0.2, "clip_ratio_high": 0.2, "clip_ratio_c": 3.0,
-                            "loss_agg_mode": "token-mean", "global_batch_info": {}})
+    cfg = OmegaConf.create(
+        {
+            "clip_ratio": 0.2,
+            "clip_ratio_low": 0.2,
+            "clip_ratio_high": 0.2,
+            "clip_ratio_c": 3.0,
+            "loss_agg_mode": "token-mean",
+            "global_batch_info": {},
+        }
+    )
+
     def loss_of(logp):
         fn = core_algos.get_policy_loss_fn("vanilla")
-        out = fn(old_log_prob=old, log_prob=logp, advantages=adv, response_mask=MASK, loss_agg_mode="token-mean",
-                 config=cfg)
+        out = fn(old_log_prob=old, log_prob=logp, advantages=adv, response_mask=MASK, loss_agg_mode="token-mean", config=cfg)
         return out[0]
 
     logp = (old + 0.05 * torch.randn_like(MASK)).requires_grad_(True)
@@ -130,10 +138,16 @@ def test_entropy_value_and_kl_losses_ignore_observation_tokens():
 
 def test_kl_in_reward_is_zero_on_observation_tokens():
     torch.manual_seed(0)
-    data = DataProto.from_dict(tensors={
-        "response_mask": MASK, "token_level_scores": rewards(),
-        "old_log_probs": torch.randn_like(MASK), "ref_log_prob": torch.randn_like(MASK),
-        "attention_mask": torch.ones(2, 20), "responses": torch.zeros(2, 12, dtype=torch.long)})
+    data = DataProto.from_dict(
+        tensors={
+            "response_mask": MASK,
+            "token_level_scores": rewards(),
+            "old_log_probs": torch.randn_like(MASK),
+            "ref_log_prob": torch.randn_like(MASK),
+            "attention_mask": torch.ones(2, 20),
+            "responses": torch.zeros(2, 12, dtype=torch.long),
+        }
+    )
     ctl = core_algos.FixedKLController(kl_coef=0.001)
     out, _ = apply_kl_penalty(data, ctl, kl_penalty="kl")
     r = out.batch["token_level_rewards"]
@@ -142,6 +156,7 @@ def test_kl_in_reward_is_zero_on_observation_tokens():
 
 
 # ---- every advantage estimator verl 0.9.1 registers, with observation spans anywhere -----------------
+
 
 def _spans_batch(seed=0, rows=8, width=24):
     """Responses with 1-2 observation spans at random places, padding after; groups of 4; one reward each."""
@@ -152,7 +167,7 @@ def _spans_batch(seed=0, rows=8, width=24):
         mask[b, :n] = 1
         for _ in range(int(rng.integers(1, 3))):
             s = int(rng.integers(1, n - 3))
-            mask[b, s: min(n - 1, s + int(rng.integers(1, 4)))] = 0
+            mask[b, s : min(n - 1, s + int(rng.integers(1, 4)))] = 0
         lasts.append(n - 1)
     scores = torch.tensor(rng.integers(0, 2, rows), dtype=torch.float32) + 0.1 * torch.arange(rows)
     return mask, lasts, scores
@@ -181,12 +196,14 @@ def _run_estimator(name, rewards_, mask, lasts, values, old_log_probs, sum_pi_sq
     if name == "gdpo":  # two reward components (as compute_score's em and format_ok), each on the last token
         lengths = torch.tensor([last + 1 for last in lasts])
         kwargs["config"] = algo(gdpo_reward_keys=["em", "format_ok"])
-        kwargs["non_tensor_batch"] = {"em": (rewards_.sum(-1) > 0.5).float().numpy(),
-                                      "format_ok": rewards_.sum(-1).numpy()}
+        kwargs["non_tensor_batch"] = {"em": (rewards_.sum(-1) > 0.5).float().numpy(), "format_ok": rewards_.sum(-1).numpy()}
         width = mask.shape[1]
-        kwargs["batch"] = {"prompts": torch.zeros(mask.shape[0], 3, dtype=torch.long),
-                           "attention_mask": torch.cat([torch.ones(mask.shape[0], 3, dtype=torch.long),
-                                                        (torch.arange(width)[None] < lengths[:, None]).long()], -1)}
+        kwargs["batch"] = {
+            "prompts": torch.zeros(mask.shape[0], 3, dtype=torch.long),
+            "attention_mask": torch.cat(
+                [torch.ones(mask.shape[0], 3, dtype=torch.long), (torch.arange(width)[None] < lengths[:, None]).long()], -1
+            ),
+        }
     return fn(**kwargs)[0]
 
 
@@ -210,12 +227,14 @@ def test_every_registered_estimator_under_state_masking(name):
         compact_mask[b, : int(mask[b].sum())] = 1
     compact_lasts = [int(mask[b].sum()) - 1 for b in range(mask.shape[0])]
     adv = _run_estimator(name, r, mask, lasts, values, olp, spp)
-    ref = _run_estimator(name, _without_spans(r, mask, lasts), compact_mask, compact_lasts,
-                         *(_without_spans(x, mask, lasts) for x in (values, olp, spp)))
-    worst = max(float((adv[b, : lasts[b] + 1][mask[b, : lasts[b] + 1].bool()] - ref[b, : int(mask[b].sum())])
-                      .abs().max()) for b in range(mask.shape[0]))
-    injected = max(float(adv[b, : lasts[b] + 1][~mask[b, : lasts[b] + 1].bool()].abs().max())
-                   for b in range(mask.shape[0]))
+    ref = _run_estimator(
+        name, _without_spans(r, mask, lasts), compact_mask, compact_lasts, *(_without_spans(x, mask, lasts) for x in (values, olp, spp))
+    )
+    worst = max(
+        float((adv[b, : lasts[b] + 1][mask[b, : lasts[b] + 1].bool()] - ref[b, : int(mask[b].sum())]).abs().max())
+        for b in range(mask.shape[0])
+    )
+    injected = max(float(adv[b, : lasts[b] + 1][~mask[b, : lasts[b] + 1].bool()].abs().max()) for b in range(mask.shape[0]))
     if name in BREAKS_UNDER_STATE_MASKING:
         assert worst > 1e-3, f"{name} now holds under state masking: update docs/masking.md"
     else:

@@ -10,22 +10,38 @@ ENV = dict(os.environ, HF_HUB_OFFLINE="1")
 
 
 def run(*args, timeout=180):
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=ENV,
-                          cwd=os.path.expanduser("~") if os.path.isdir(os.path.expanduser("~")) else "/")
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=ENV,
+        cwd=os.path.expanduser("~") if os.path.isdir(os.path.expanduser("~")) else "/",
+    )
 
 
 def test_plain_import_verl_registers_agent_loop():
-    out = run("-c", "import verl\nfrom verl.experimental.agent_loop.agent_loop import _agent_loop_registry as r\n"
-                    "print(r['search_r1']['_target_'])")
+    out = run(
+        "-c",
+        "import verl\nfrom verl.experimental.agent_loop.agent_loop import _agent_loop_registry as r\nprint(r['search_r1']['_target_'])",
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("search_r1_plugin.agent_loop.SearchR1AgentLoop")
 
 
 @pytest.mark.parametrize("preset", ["ppo", "grpo"])
 def test_main_ppo_cfg_job_resolves_with_preset(preset):
-    out = run("-m", "verl.trainer.main_ppo", "hydra.searchpath=[pkg://search_r1_plugin.config]",
-              f"+search_r1_algo={preset}", "search_r1_model=qwen2.5-3b-instruct", "search_r1.topk=5", "--cfg", "job",
-              "--resolve")
+    out = run(
+        "-m",
+        "verl.trainer.main_ppo",
+        "hydra.searchpath=[pkg://search_r1_plugin.config]",
+        f"+search_r1_algo={preset}",
+        "search_r1_model=qwen2.5-3b-instruct",
+        "search_r1.topk=5",
+        "--cfg",
+        "job",
+        "--resolve",
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     import yaml
 
@@ -44,8 +60,9 @@ def test_search_r1_train_runs_main_ppo_with_the_presets():
     and a word that names nothing is a one-line error naming the choices."""
     import yaml
 
-    out = run("-m", "search_r1_plugin.cli", "train", "grpo", "qwen2.5-7b-base", "no_mask", "search_r1.max_turns=2",
-              "--cfg", "job", "--resolve")
+    out = run(
+        "-m", "search_r1_plugin.cli", "train", "grpo", "qwen2.5-7b-base", "no_mask", "search_r1.max_turns=2", "--cfg", "job", "--resolve"
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     cfg = yaml.safe_load(out.stdout.split("\n", 1)[1])  # first line: the command it ran
     assert cfg["trainer"]["experiment_name"] == "search_r1-grpo-qwen2.5-7b-max_turns2-no_mask"
@@ -58,8 +75,18 @@ def test_config_path_form_resolves():
     from importlib.resources import files
 
     path = str(files("search_r1_plugin.config"))
-    out = run("-m", "verl.trainer.main_ppo", "--config-path", path, "--config-name", "search_r1_trainer",
-              "+search_r1_algo=ppo", "search_r1_variant=[smoke]", "--cfg", "job")
+    out = run(
+        "-m",
+        "verl.trainer.main_ppo",
+        "--config-path",
+        path,
+        "--config-name",
+        "search_r1_trainer",
+        "+search_r1_algo=ppo",
+        "search_r1_variant=[smoke]",
+        "--cfg",
+        "job",
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "default_agent_loop: search_r1" in out.stdout and "total_training_steps: 3" in out.stdout
 
@@ -77,10 +104,13 @@ def resolve_in_worker(cfg, tmp_path):
     import pickle
 
     (tmp_path / "cfg.pkl").write_bytes(pickle.dumps(cfg))
-    return run("-c", "import pickle, sys, verl\nfrom omegaconf import OmegaConf\n"
-                     f"cfg = pickle.loads(open({str(tmp_path / 'cfg.pkl')!r}, 'rb').read())\n"
-                     "c = OmegaConf.to_container(cfg, resolve=True)\n"
-                     "print(c['actor_rollout_ref']['actor']['ppo_micro_batch_size_per_gpu'])")
+    return run(
+        "-c",
+        "import pickle, sys, verl\nfrom omegaconf import OmegaConf\n"
+        f"cfg = pickle.loads(open({str(tmp_path / 'cfg.pkl')!r}, 'rb').read())\n"
+        "c = OmegaConf.to_container(cfg, resolve=True)\n"
+        "print(c['actor_rollout_ref']['actor']['ppo_micro_batch_size_per_gpu'])",
+    )
 
 
 @pytest.mark.parametrize("preset", [("ppo",), ("grpo", "qwen2.5-7b-base")])
@@ -101,6 +131,14 @@ def test_bad_setting_stops_the_trainer_at_config_resolution(tmp_path):
 
     out = resolve_in_worker(compose("ppo", overrides=["search_r1.topk=0"]), tmp_path)
     assert out.returncode != 0 and "search_r1.topk must be > 0, got 0" in out.stderr, out.stderr[-3000:]
-    cli = run("-m", "verl.trainer.main_ppo", "hydra.searchpath=[pkg://search_r1_plugin.config]", "+search_r1_algo=ppo",
-              "search_r1.retriever_url=localhost:8000", "--cfg", "job", "--resolve")
+    cli = run(
+        "-m",
+        "verl.trainer.main_ppo",
+        "hydra.searchpath=[pkg://search_r1_plugin.config]",
+        "+search_r1_algo=ppo",
+        "search_r1.retriever_url=localhost:8000",
+        "--cfg",
+        "job",
+        "--resolve",
+    )
     assert cli.returncode != 0 and "search_r1.retriever_url must be an http(s) URL" in cli.stderr, cli.stderr[-3000:]

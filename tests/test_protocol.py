@@ -45,12 +45,13 @@ def test_extract_answer_is_last():
 
 
 def test_docs_formatting_like_original():
-    docs = [{"document": {"id": "1", "contents": "\"Paris\"\nParis is the capital.\nSecond line."}, "score": 0.9},
-            {"id": "2", "contents": "\"Lyon\"\nLyon is a city."}]
-    assert format_docs(docs) == ('Doc 1(Title: "Paris") Paris is the capital.\nSecond line.\n'
-                                 'Doc 2(Title: "Lyon") Lyon is a city.\n')
+    docs = [
+        {"document": {"id": "1", "contents": '"Paris"\nParis is the capital.\nSecond line.'}, "score": 0.9},
+        {"id": "2", "contents": '"Lyon"\nLyon is a city.'},
+    ]
+    assert format_docs(docs) == ('Doc 1(Title: "Paris") Paris is the capital.\nSecond line.\nDoc 2(Title: "Lyon") Lyon is a city.\n')
     obs = format_observation(docs)
-    assert obs.startswith("\n\n<information>Doc 1(Title: \"Paris\")")
+    assert obs.startswith('\n\n<information>Doc 1(Title: "Paris")')
     assert obs.endswith("Lyon is a city.</information>\n\n")  # the original strips the listing
 
 
@@ -58,4 +59,5 @@ def test_invalid_message_text():
     assert INVALID_ACTION_MESSAGE == (
         "\nMy previous action is invalid. If I want to search, I should put the query between <search> and "
         "</search>. If I want to give the final answer, I should put the answer between <answer> and </answer>. "
-        "Let me try again.\n")
+        "Let me try again.\n"
+    )

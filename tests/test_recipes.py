@@ -88,8 +88,9 @@ def test_model_and_variant_win_whatever_the_command_line_order():
 
 @pytest.mark.parametrize("gpus,nodes", [(8, 1), (4, 1), (8, 2), (16, 1)])
 def test_per_gpu_values_are_derived_from_layout(gpus, nodes, tiny_model_dir):
-    cfg = validate_offline("ppo", "qwen2.5-7b-base", tiny_model_dir,
-                           overrides=[f"trainer.n_gpus_per_node={gpus}", f"trainer.nnodes={nodes}"])
+    cfg = validate_offline(
+        "ppo", "qwen2.5-7b-base", tiny_model_dir, overrides=[f"trainer.n_gpus_per_node={gpus}", f"trainer.nnodes={nodes}"]
+    )
     assert cfg.actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu == 64 // (gpus * nodes)
 
 
@@ -139,8 +140,9 @@ def test_prepare_data_golden(sample_world, tmp_path):
     assert len(indices) == len(set(indices))  # unique across sources and splits
     assert sum(summary["bad"].values()) == 4
     assert (tmp_path / "bad_rows.jsonl").read_text().count("\n") == 4
-    assert "None" not in json.dumps([r["reward_model"] for r in pd.read_parquet(tmp_path / "train.parquet")
-                                     .to_dict("records")], default=str)
+    assert "None" not in json.dumps(
+        [r["reward_model"] for r in pd.read_parquet(tmp_path / "train.parquet").to_dict("records")], default=str
+    )
 
 
 def test_prepare_data_missing_input_is_clear(tmp_path):
@@ -169,8 +171,13 @@ def test_dry_run_grpo_prints_masks_and_advantages():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "search_r1_plugin.cli", "dry-run", "--algo", "grpo", "--questions", "1"],
-                         capture_output=True, text=True, timeout=600, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    out = subprocess.run(
+        [sys.executable, "-m", "search_r1_plugin.cli", "dry-run", "--algo", "grpo", "--questions", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "adv_estimator=grpo, 5 trajectories" in out.stdout
     spans = [s for s in out.stdout.splitlines() if s.startswith("  0 |") or s.startswith("  1 |")]
@@ -181,8 +188,7 @@ def test_dry_run_grpo_prints_masks_and_advantages():
 def test_prepare_data_rag_template_puts_passages_in_prompt(sample_world, bm25_server, tmp_path):
     from search_r1_plugin.data_prep import prepare
 
-    prepare(tmp_path, "sample_nq:train", "", "rag", sample_world["corpus"].parent, False,
-            retriever_url=f"{bm25_server}/retrieve", topk=2)
+    prepare(tmp_path, "sample_nq:train", "", "rag", sample_world["corpus"].parent, False, retriever_url=f"{bm25_server}/retrieve", topk=2)
     rows = pd.read_parquet(tmp_path / "train.parquet")
     first = json.loads(open(sample_world["corpus"].parent / "sample_nq" / "train.jsonl").readline())
     content = rows.iloc[0].prompt[0]["content"]
@@ -223,8 +229,10 @@ def test_no_two_runs_share_a_checkpoint_folder():
             for variants in ([], ["no_mask"], ["r1"], ["no_mask", "r1"], ["cpu"], ["smoke"]):
                 runs.add((algo, model, *variants))
     for value in (1, 5):  # the paper's other top-k values, turns and group sizes (3 / 5 / 4 are the defaults)
-        runs |= {("ppo", "qwen2.5-7b-base", f"search_r1.topk={value}"),
-                 ("grpo", "qwen2.5-7b-base", f"actor_rollout_ref.rollout.n={value if value != 5 else 3}")}
+        runs |= {
+            ("ppo", "qwen2.5-7b-base", f"search_r1.topk={value}"),
+            ("grpo", "qwen2.5-7b-base", f"actor_rollout_ref.rollout.n={value if value != 5 else 3}"),
+        }
     runs |= {("ppo", "qwen2.5-7b-base", f"search_r1.max_turns={t}") for t in (1, 2, 3, 5)}
     folders = {}
     for words in sorted(runs):
@@ -238,8 +246,10 @@ def test_no_two_runs_share_a_checkpoint_folder():
     base = compose("ppo", "qwen2.5-7b-base").trainer.experiment_name
     assert base == "search_r1-ppo-qwen2.5-7b"
     assert compose("ppo", "qwen2.5-7b-base", overrides=["search_r1.topk=3"]).trainer.experiment_name == base
-    assert compose("ppo", "qwen2.5-7b-base", ["r1", "no_mask"]).trainer.experiment_name == \
-        compose("ppo", "qwen2.5-7b-base", ["no_mask", "r1"]).trainer.experiment_name
+    assert (
+        compose("ppo", "qwen2.5-7b-base", ["r1", "no_mask"]).trainer.experiment_name
+        == compose("ppo", "qwen2.5-7b-base", ["no_mask", "r1"]).trainer.experiment_name
+    )
 
 
 def test_every_readme_command_is_a_valid_run():

@@ -20,8 +20,10 @@ class FakeServer:
         self.requests.append(body["queries"])
         if len(self.requests) <= self.fail_first:
             return web.Response(status=self.status, text="nope")
-        docs = [[{"document": {"id": str(i), "contents": f"\"{q}\"\nabout {q}"}, "score": 1.0}] * body["topk"]
-                for i, q in enumerate(body["queries"])]
+        docs = [
+            [{"document": {"id": str(i), "contents": f'"{q}"\nabout {q}'}, "score": 1.0}] * body["topk"]
+            for i, q in enumerate(body["queries"])
+        ]
         return web.json_response({"result": docs})
 
 
@@ -52,7 +54,7 @@ def test_concurrent_queries_coalesce_and_dedupe():
 
     fake, client, queries, results = run(go())
     for q, docs in zip(queries, results):  # every caller gets its own query's documents
-        assert len(docs) == 2 and docs[0]["document"]["contents"] == f"\"{q}\"\nabout {q}"
+        assert len(docs) == 2 and docs[0]["document"]["contents"] == f'"{q}"\nabout {q}'
     assert len(fake.requests) <= 2 and sum(len(r) for r in fake.requests) == 50  # batched, duplicates sent once
     assert max(len(r) for r in fake.requests) <= 64
 
@@ -123,6 +125,7 @@ def test_dead_server_fails_loudly_after_the_retry_budget():
 def test_a_rejected_query_fails_only_its_own_trajectory():
     """A server that refuses one query (HTTP 422) fails the coalesced request; the client re-sends the
     queries one by one, so only the trajectory that asked the bad query sees the error."""
+
     class Strict(FakeServer):
         async def handle(self, request):
             body = await request.json()
@@ -142,8 +145,7 @@ def test_a_rejected_query_fails_only_its_own_trajectory():
         return fake, client, results
 
     fake, client, results = run(go())
-    assert all(isinstance(r, list) and r[0]["document"]["contents"].startswith(f'"q{i}"') for i, r in
-               enumerate(results[:63]))
+    assert all(isinstance(r, list) and r[0]["document"]["contents"].startswith(f'"q{i}"') for i, r in enumerate(results[:63]))
     assert isinstance(results[63], RetrievalError) and "422" in str(results[63])
     assert client.stats.isolated_rejections == 1 and client.stats.retries == 0  # a 4xx is never retried
     assert len(fake.requests) == 1 + 64  # the coalesced request, then one per query

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 # The payload the original Search-R1 trainer sends, and how it reads the answer.
-ORIGINAL_PAYLOAD = {"queries": ["In which city was the painter born?", "capital of a country"], "topk": 3,
-                    "return_scores": True}
+ORIGINAL_PAYLOAD = {"queries": ["In which city was the painter born?", "capital of a country"], "topk": 3, "return_scores": True}
 
 
 def post(url, payload, **kw):
@@ -147,9 +146,11 @@ def test_concurrent_requests_are_batched_and_all_answered(dense_server):
 
     async def go():
         async with httpx.AsyncClient(timeout=60) as client:
+
             async def one(i):
                 r = await client.post(f"{dense_server}/retrieve", json={"queries": [f"who was born in {i}"], "topk": 2})
                 return r.status_code, r.json()["result"]
+
             return await asyncio.gather(*[one(i) for i in range(200)])
 
     before = httpx.get(f"{dense_server}/metrics").text
@@ -159,6 +160,7 @@ def test_concurrent_requests_are_batched_and_all_answered(dense_server):
 
     def batches(t):
         return int(next(line.split()[-1] for line in t.splitlines() if line.startswith("retrieval_batches_total")))
+
     assert batches(after) - batches(before) < 200  # coalesced across requests
 
 
@@ -167,8 +169,16 @@ def test_auth(sample_world, bm25_index, tmp_path):
 
     key_file = tmp_path / "key"
     key_file.write_text("s3cret\n")
-    args = ["--retriever", "bm25", "--index", str(bm25_index.index_path), "--corpus", str(sample_world["corpus"]),
-            "--api-key-file", str(key_file)]
+    args = [
+        "--retriever",
+        "bm25",
+        "--index",
+        str(bm25_index.index_path),
+        "--corpus",
+        str(sample_world["corpus"]),
+        "--api-key-file",
+        str(key_file),
+    ]
     with retrieval_server(args, tmp_path / "auth.log") as url:
         assert post(url, {"queries": ["a"]}).status_code == 401
         assert post(url, {"queries": ["a"]}, headers={"Authorization": "Bearer wrong"}).status_code == 401
@@ -184,8 +194,22 @@ def test_builder_resumes_after_interruption(sample_world, minilm_path, tmp_path)
     from retrieval_server.builder import build_dense_index
 
     out = tmp_path / "idx"
-    cmd = [sys.executable, "-m", "retrieval_server", "build-index", "--corpus", str(sample_world["corpus"]),
-           "--encoder", minilm_path, "--out", str(out), "--shard-size", "40", "--index-type", "HNSW32"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "retrieval_server",
+        "build-index",
+        "--corpus",
+        str(sample_world["corpus"]),
+        "--encoder",
+        minilm_path,
+        "--out",
+        str(out),
+        "--shard-size",
+        "40",
+        "--index-type",
+        "HNSW32",
+    ]
     # Interrupt a build after its first shards: encode only the first 80 passages.
     subprocess.run(cmd + ["--limit", "80"], check=True, capture_output=True)
     shards = sorted((out / "shards_minilm").glob("emb_*.npy"))
@@ -208,8 +232,9 @@ def test_index_corpus_mismatch_is_reported(sample_world, dense_index, minilm_pat
     short = tmp_path / "short.jsonl"
     short.write_text("".join(open(sample_world["corpus"]).readlines()[:10]))
     with pytest.raises(RuntimeError, match="corpus"):
-        with retrieval_server(["--index", str(dense_index.index_path), "--corpus", str(short), "--encoder", minilm_path],
-                              tmp_path / "bad.log", timeout_s=60):
+        with retrieval_server(
+            ["--index", str(dense_index.index_path), "--corpus", str(short), "--encoder", minilm_path], tmp_path / "bad.log", timeout_s=60
+        ):
             pass
 
 
@@ -255,8 +280,18 @@ def test_server_rerank_from_disk_memmap(sample_world, dense_index, minilm_path, 
     q = Encoder(minilm_path).encode(queries, is_query=True)
     expected = np.argsort(-(q @ emb.T), axis=1)[:, :3]
     corpus = [json.loads(line)["id"] for line in open(sample_world["corpus"])]
-    args = ["--index", str(dense_index.index_path), "--corpus", str(sample_world["corpus"]), "--encoder", minilm_path,
-            "--rerank-embeddings", str(memmap), "--rerank-k", "20"]
+    args = [
+        "--index",
+        str(dense_index.index_path),
+        "--corpus",
+        str(sample_world["corpus"]),
+        "--encoder",
+        minilm_path,
+        "--rerank-embeddings",
+        str(memmap),
+        "--rerank-k",
+        "20",
+    ]
     with retrieval_server(args, tmp_path / "rerank.log") as url:
         result = post(url, {"queries": queries, "topk": 3, "return_scores": True}).json()["result"]
     for qi, docs in enumerate(result):
@@ -265,15 +300,12 @@ def test_server_rerank_from_disk_memmap(sample_world, dense_index, minilm_path, 
 
 def test_serve_checks_its_arguments():
     """A missing --index/--corpus or FlashRAG config is a clear error (exit 2), not a traceback."""
-    for args, expected in ((["--retriever", "flashrag"], "--flashrag-config"),
-                           (["--corpus", "x.jsonl"], "--index and --corpus")):
-        out = subprocess.run([sys.executable, "-m", "retrieval_server", "serve", *args],
-                             capture_output=True, text=True, timeout=60)
+    for args, expected in ((["--retriever", "flashrag"], "--flashrag-config"), (["--corpus", "x.jsonl"], "--index and --corpus")):
+        out = subprocess.run([sys.executable, "-m", "retrieval_server", "serve", *args], capture_output=True, text=True, timeout=60)
         assert out.returncode == 2 and expected in out.stderr, out.stderr
 
 
-def test_encoder_family_is_recorded_with_the_index_and_wins_over_the_name(dense_index, dense_server, sample_world,
-                                                                          minilm_path, tmp_path):
+def test_encoder_family_is_recorded_with_the_index_and_wins_over_the_name(dense_index, dense_server, sample_world, minilm_path, tmp_path):
     """MiniLM served from a directory whose name says "e5" must not get E5 prefixes: the index says how
     its passages were encoded. Asking for another family than the index's is refused."""
     from search_r1_plugin.sandbox.server_process import retrieval_server
@@ -283,14 +315,32 @@ def test_encoder_family_is_recorded_with_the_index_and_wins_over_the_name(dense_
     misleading = tmp_path / "e5-baseline-minilm"
     misleading.symlink_to(minilm_path, target_is_directory=True)
     queries = [json.loads(line)["question"] for line in open(sample_world["sample_nq/test"])][:11]
-    with retrieval_server(["--index", str(dense_index.index_path), "--corpus", str(sample_world["corpus"]),
-                           "--encoder", str(misleading)], tmp_path / "server.log") as url:
+    with retrieval_server(
+        ["--index", str(dense_index.index_path), "--corpus", str(sample_world["corpus"]), "--encoder", str(misleading)],
+        tmp_path / "server.log",
+    ) as url:
         got = post(url, {"queries": queries, "topk": 3}).json()["result"]
     want = post(dense_server, {"queries": queries, "topk": 3}).json()["result"]
     assert [[d["id"] for d in r] for r in got] == [[d["id"] for d in r] for r in want]
-    out = subprocess.run([sys.executable, "-m", "retrieval_server", "serve", "--index", str(dense_index.index_path),
-                          "--corpus", str(sample_world["corpus"]), "--encoder", minilm_path,
-                          "--encoder-family", "e5"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "retrieval_server",
+            "serve",
+            "--index",
+            str(dense_index.index_path),
+            "--corpus",
+            str(sample_world["corpus"]),
+            "--encoder",
+            minilm_path,
+            "--encoder-family",
+            "e5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "built with family 'plain'" in out.stderr, out.stderr
 
 
@@ -305,11 +355,43 @@ def test_encoder_family_guess_and_explicit_setting():
 
 
 def test_non_finite_numbers_are_a_422_not_a_500(dense_server):
-    bodies = [b'{"queries": ["a"], "topk": NaN}', b'{"queries": ["a"], "topk": Infinity}',
-              b'{"queries": ["a"], "topk": 1e400}', b'{"queries": [NaN]}', b'{"queries": ["a"], "return_scores": -Infinity}']
+    bodies = [
+        b'{"queries": ["a"], "topk": NaN}',
+        b'{"queries": ["a"], "topk": Infinity}',
+        b'{"queries": ["a"], "topk": 1e400}',
+        b'{"queries": [NaN]}',
+        b'{"queries": ["a"], "return_scores": -Infinity}',
+    ]
     with httpx.Client(timeout=30) as client:
         for raw in bodies:
             r = client.post(f"{dense_server}/retrieve", content=raw, headers={"content-type": "application/json"})
             assert r.status_code == 422, (raw, r.status_code, r.text[:200])
             assert r.json()["detail"][0]["loc"][0] == "body"
         assert client.get(f"{dense_server}/health").json()["status"] == "ready"
+
+
+def test_every_corpus_row_shape_is_answered_as_the_wire_format(tmp_path):
+    """Corpora in the wild: integer ids, no id, title/text instead of contents. Every hit comes back as the
+    server's Document promises (string id, contents "Title"\\ntext, other fields kept), never a 500."""
+    from retrieval_server.builder import build_bm25_index
+    from search_r1_plugin.sandbox.server_process import retrieval_server
+
+    rows = [
+        {"id": 7, "title": "Zorblax", "text": "Zorblax is a river in Quux.", "year": 1901},
+        {"title": "Mirrel", "text": "Mirrel is a mountain."},
+        {"id": "c", "contents": '"Plain"\nA plain row about rivers.'},
+    ]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    index = build_bm25_index(corpus, tmp_path / "bm25")
+    with retrieval_server(
+        ["--retriever", "bm25", "--index", str(index.index_path), "--corpus", str(corpus)], tmp_path / "server.log"
+    ) as url:
+        for query, want in [
+            ("Zorblax river", {"id": "7", "contents": '"Zorblax"\nZorblax is a river in Quux.', "year": 1901}),
+            ("Mirrel mountain", {"id": "1", "contents": '"Mirrel"\nMirrel is a mountain.'}),
+        ]:
+            r = post(url, {"queries": [query], "topk": 1, "return_scores": True})
+            assert r.status_code == 200, r.text
+            doc = r.json()["result"][0][0]["document"]
+            assert {k: doc[k] for k in want} == want

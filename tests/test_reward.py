@@ -43,8 +43,7 @@ def test_extra_metrics():
 
 
 def test_well_formed():
-    good = ("<think>a</think><search>q</search>\n\n<information>docs</information>\n\n"
-            "<think>b</think><answer>x</answer>")
+    good = "<think>a</think><search>q</search>\n\n<information>docs</information>\n\n<think>b</think><answer>x</answer>"
     assert is_well_formed(good)
     assert not is_well_formed("<answer>x</answer>")  # no think first
     assert not is_well_formed("<think>a</think> stray <answer>x</answer>")
@@ -62,8 +61,7 @@ def test_format_variant_table():
     assert compute_score("nq", wf_wrong, gt, **kw)["score"] == pytest.approx(0.2)
     assert compute_score("nq", "junk <answer>y</answer>", gt, **kw)["score"] == pytest.approx(0.1)
     assert compute_score("nq", "junk", gt, **kw)["score"] == 0.0
-    hit = ("<think>a</think><search>q</search><information>x is here</information>"
-           "<think>b</think><answer>y</answer>")
+    hit = "<think>a</think><search>q</search><information>x is here</information><think>b</think><answer>y</answer>"
     assert compute_score("nq", hit, gt, **{**kw, "retrieval_score": 0.1})["score"] == pytest.approx(0.3)
 
 
@@ -73,8 +71,7 @@ def test_bad_ground_truth_is_a_clear_error():
 
 
 def test_rollout_stats_pass_through_extra_info():
-    out = compute_score("nq", "<answer>x</answer>", {"target": ["x"]},
-                        {"search_r1": {"searches": 2.0, "turns": 3.0}})
+    out = compute_score("nq", "<answer>x</answer>", {"target": ["x"]}, {"search_r1": {"searches": 2.0, "turns": 3.0}})
     assert out["num_searches"] == 2.0 and out["rollout/turns"] == 3.0
 
 

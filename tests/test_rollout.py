@@ -9,17 +9,17 @@ from search_r1_plugin.protocol import INVALID_ACTION_MESSAGE
 from search_r1_plugin.rollout import ObservationEncoder, cut_at_stop, run_trajectory
 from search_r1_plugin.settings import ConfigError, SearchR1Config
 
-DOCS = [{"document": {"id": "0", "contents": "\"Paris\"\nParis is the capital of France."}, "score": 1.0}]
+DOCS = [{"document": {"id": "0", "contents": '"Paris"\nParis is the capital of France.'}, "score": 1.0}]
 
 
 class Script:
-    """generate() that replays texts turn by turn (tokenised with the tiny tokenizer)."""
+    """A policy that replays texts turn by turn (tokenised with the tiny tokenizer)."""
 
     def __init__(self, tokenizer, turns):
         self.tok, self.turns, self.i = tokenizer, list(turns), 0
         self.max_tokens_seen = []
 
-    async def __call__(self, context_ids, max_tokens):
+    async def __call__(self, context_ids, max_tokens, stop):
         self.max_tokens_seen.append(max_tokens)
         text = self.turns[min(self.i, len(self.turns) - 1)]
         self.i += 1
@@ -53,7 +53,7 @@ def test_search_then_answer_masks_token_by_token(tiny_tokenizer):
     t2 = "<think>found</think><answer> Paris </answer>"
     traj, _ = run(tok, [t1, t2])
     segs = segments(tok, traj)
-    assert [s[0] for s in segs] == [t1, "\n\n<information>Doc 1(Title: \"Paris\") Paris is the capital of France.</information>\n\n", t2]
+    assert [s[0] for s in segs] == [t1, '\n\n<information>Doc 1(Title: "Paris") Paris is the capital of France.</information>\n\n', t2]
     assert [(s[1], s[2]) for s in segs] == [(True, {1}), (False, {0}), (True, {1})]
     assert traj.searches == 1 and traj.answered and traj.turns == 2
     assert traj.queries == ["capital of France"]
@@ -69,8 +69,9 @@ def test_no_masking_ablation_flips_only_observation_mask(tiny_tokenizer):
     unmasked, _ = run(tiny_tokenizer, turns, mask_retrieved_tokens=False)
     assert masked.response_ids == unmasked.response_ids
     assert set(unmasked.response_mask) == {1}
-    assert [m for m, p in zip(masked.response_mask, masked.is_model) if not p] and \
-        all(m == 0 for m, p in zip(masked.response_mask, masked.is_model) if not p)
+    assert [m for m, p in zip(masked.response_mask, masked.is_model) if not p] and all(
+        m == 0 for m, p in zip(masked.response_mask, masked.is_model) if not p
+    )
 
 
 def test_invalid_action_message_injected(tiny_tokenizer):
@@ -93,7 +94,7 @@ def test_max_turns_then_final_turn_without_retrieval(tiny_tokenizer):
 
 
 def test_observation_truncated_keeps_closing_tag(tiny_tokenizer):
-    long_docs = [{"document": {"id": "0", "contents": "\"T\"\n" + "word " * 400}}]
+    long_docs = [{"document": {"id": "0", "contents": '"T"\n' + "word " * 400}}]
 
     async def retrieve(q, k):
         return long_docs
@@ -131,9 +132,30 @@ def test_bad_config_names_the_key():
         SearchR1Config(mask_retrieved_tokens="yes")
 
 
-FRAGMENTS = ["<think>", "</think>", "<search>", "</search>", "<answer>", "</answer>", "<information>",
-             "</information>", " who ", " Paris ", "\n", "?", "é", "東京", " ", "<", ">", "/", "search", "answer",
-             "<|im_end|>", "<|endoftext|>"]
+FRAGMENTS = [
+    "<think>",
+    "</think>",
+    "<search>",
+    "</search>",
+    "<answer>",
+    "</answer>",
+    "<information>",
+    "</information>",
+    " who ",
+    " Paris ",
+    "\n",
+    "?",
+    "é",
+    "東京",
+    " ",
+    "<",
+    ">",
+    "/",
+    "search",
+    "answer",
+    "<|im_end|>",
+    "<|endoftext|>",
+]
 
 
 def test_property_random_outputs_never_break_invariants(tiny_tokenizer):
@@ -143,7 +165,7 @@ def test_property_random_outputs_never_break_invariants(tiny_tokenizer):
     vocab = len(tok)
     enc = ObservationEncoder(tok)
 
-    async def gen(context_ids, max_tokens):
+    async def gen(context_ids, max_tokens, stop):
         if rng.random() < 0.5:
             text = "".join(rng.choice(FRAGMENTS) for _ in range(rng.randint(0, 30)))
             ids = tok.encode(text, add_special_tokens=False)
@@ -153,13 +175,17 @@ def test_property_random_outputs_never_break_invariants(tiny_tokenizer):
         return ids, ([-1.0] * len(ids) if rng.random() < 0.9 else None)
 
     async def retrieve(q, k):
-        return [{"document": {"id": str(i), "contents": "\"T\"\n" + "x " * rng.randint(0, 300)}} for i in range(k)]
+        return [{"document": {"id": str(i), "contents": '"T"\n' + "x " * rng.randint(0, 300)}} for i in range(k)]
 
     async def many():
         n = 0
         for _ in range(10_000):
-            cfg = SearchR1Config(max_turns=rng.randint(0, 4), max_turn_tokens=rng.randint(1, 60),
-                                 max_obs_length=rng.randint(8, 80), mask_retrieved_tokens=rng.random() < 0.8)
+            cfg = SearchR1Config(
+                max_turns=rng.randint(0, 4),
+                max_turn_tokens=rng.randint(1, 60),
+                max_obs_length=rng.randint(8, 80),
+                mask_retrieved_tokens=rng.random() < 0.8,
+            )
             budget = rng.randint(1, 300)
             t = await run_trajectory([5, 6], gen, retrieve, tok, cfg, budget, obs_encoder=enc)
             L = len(t.response_ids)
@@ -178,14 +204,21 @@ def test_property_random_outputs_never_break_invariants(tiny_tokenizer):
 # Turns where the original's cut (first </search> if any, else first </answer>) and the earliest-tag cut
 # differ: (generated text, original: (kept text, action, query/answer), earliest: (kept text, action)).
 TURN_CUT_CASES = [
-    ('</answer><search>"quoted" 1997 東京\r\n</search> tail',
-     ('</answer><search>"quoted" 1997 東京\r\n</search>', "search", '"quoted" 1997 東京'), ("</answer>", None)),
-    ("<think>no </answer> yet</think><search> \n the\r\n</search> tail",
-     ("<think>no </answer> yet</think><search> \n the\r\n</search>", "search", "the"),
-     ("<think>no </answer>", None)),
-    ("<answer>Zürich\u3000</answer><search> where </search> tail",
-     ("<answer>Zürich\u3000</answer><search> where </search>", "answer", "Zürich"),
-     ("<answer>Zürich\u3000</answer>", "answer")),
+    (
+        '</answer><search>"quoted" 1997 東京\r\n</search> tail',
+        ('</answer><search>"quoted" 1997 東京\r\n</search>', "search", '"quoted" 1997 東京'),
+        ("</answer>", None),
+    ),
+    (
+        "<think>no </answer> yet</think><search> \n the\r\n</search> tail",
+        ("<think>no </answer> yet</think><search> \n the\r\n</search>", "search", "the"),
+        ("<think>no </answer>", None),
+    ),
+    (
+        "<answer>Zürich\u3000</answer><search> where </search> tail",
+        ("<answer>Zürich\u3000</answer><search> where </search>", "answer", "Zürich"),
+        ("<answer>Zürich\u3000</answer>", "answer"),
+    ),
 ]
 
 

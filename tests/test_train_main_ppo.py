@@ -17,9 +17,17 @@ import pytest
 from search_r1_plugin.protocol import INVALID_ACTION_MESSAGE
 from search_r1_plugin.sandbox.trainer_run import run_main_ppo
 
-SEARCH_KEYS = ["search_r1/searches_per_trajectory", "search_r1/valid_action_rate", "search_r1/invalid_action_rate",
-               "search_r1/answered_rate", "search_r1/obs_truncations", "search_r1/retrieval_latency_s",
-               "search_r1/masked_token_share", "search_r1/em", "search_r1/f1"]
+SEARCH_KEYS = [
+    "search_r1/searches_per_trajectory",
+    "search_r1/valid_action_rate",
+    "search_r1/invalid_action_rate",
+    "search_r1/answered_rate",
+    "search_r1/obs_truncations",
+    "search_r1/retrieval_latency_s",
+    "search_r1/masked_token_share",
+    "search_r1/em",
+    "search_r1/f1",
+]
 # the format reward gives well-formed and malformed answers different scores, so groups are not all equal
 FORMAT_REWARD = "+reward.custom_reward_function.reward_kwargs.format_reward=true"
 
@@ -29,8 +37,7 @@ def train_data(sample_world, tmp_path_factory):
     from search_r1_plugin.data_prep import prepare
 
     out = tmp_path_factory.mktemp("train_data")
-    prepare(out, "sample_nq:train,sample_hotpotqa:train", "sample_nq:test", "search_r1",
-            sample_world["corpus"].parent, False)
+    prepare(out, "sample_nq:train,sample_hotpotqa:train", "sample_nq:test", "search_r1", sample_world["corpus"].parent, False)
     return {"train": str(out / "train.parquet"), "test": str(out / "test.parquet")}
 
 
@@ -50,9 +57,17 @@ def protocol_model(sample_world, tmp_path_factory):
 
 
 def train(algo, workdir, protocol_model, train_data, bm25_server, *overrides, run_name="run"):
-    run = run_main_ppo(algo, workdir, model=protocol_model, train_files=train_data["train"],
-                       val_files=train_data["test"], retriever_url=f"{bm25_server}/retrieve",
-                       overrides=[FORMAT_REWARD, *overrides], timeout_s=600, run_name=run_name)
+    run = run_main_ppo(
+        algo,
+        workdir,
+        model=protocol_model,
+        train_files=train_data["train"],
+        val_files=train_data["test"],
+        retriever_url=f"{bm25_server}/retrieve",
+        overrides=[FORMAT_REWARD, *overrides],
+        timeout_s=600,
+        run_name=run_name,
+    )
     assert run.returncode == 0, run.tail()
     return run
 
@@ -92,15 +107,23 @@ def test_grpo_trains_validates_checkpoints_and_resumes(protocol_model, train_dat
 
     dump = tmp_path / "rollouts"
     common = [f"trainer.rollout_data_dir={dump}", "trainer.save_freq=1", "trainer.test_freq=2"]
-    first = train("grpo", tmp_path, protocol_model, train_data, bm25_server, *common,
-                  "trainer.total_training_steps=2", run_name="first")
+    first = train("grpo", tmp_path, protocol_model, train_data, bm25_server, *common, "trainer.total_training_steps=2", run_name="first")
     assert [r["step"] for r in first.metrics] == [1, 2]
     ckpt = tmp_path / "checkpoints"
     assert (ckpt / "latest_checkpointed_iteration.txt").read_text().strip() == "2"
     assert (ckpt / "global_step_2" / "actor").is_dir()
 
-    second = train("grpo", tmp_path, protocol_model, train_data, bm25_server, *common,
-                   "trainer.total_training_steps=3", "trainer.resume_mode=auto", run_name="second")
+    second = train(
+        "grpo",
+        tmp_path,
+        protocol_model,
+        train_data,
+        bm25_server,
+        *common,
+        "trainer.total_training_steps=3",
+        "trainer.resume_mode=auto",
+        run_name="second",
+    )
     assert [r["step"] for r in second.metrics] == [3]  # resumed from step 2's checkpoint into step 3
     assert (ckpt / "global_step_3" / "actor").is_dir()
 
@@ -128,11 +151,27 @@ def test_grpo_trains_validates_checkpoints_and_resumes(protocol_model, train_dat
 
 
 def test_ppo_step_with_critic_and_kl_in_reward(protocol_model, train_data, bm25_server, tmp_path):
-    run = train("ppo", tmp_path, protocol_model, train_data, bm25_server, "trainer.total_training_steps=1",
-                "trainer.test_freq=-1", "trainer.save_freq=-1")
+    run = train(
+        "ppo",
+        tmp_path,
+        protocol_model,
+        train_data,
+        bm25_server,
+        "trainer.total_training_steps=1",
+        "trainer.test_freq=-1",
+        "trainer.save_freq=-1",
+    )
     m = run.step(1)
-    for key in ("critic/vf_loss", "critic/grad_norm", "critic/values/mean", "actor/pg_loss", "actor/grad_norm",
-                "actor/reward_kl_penalty", "critic/advantages/mean", *SEARCH_KEYS):
+    for key in (
+        "critic/vf_loss",
+        "critic/grad_norm",
+        "critic/values/mean",
+        "actor/pg_loss",
+        "actor/grad_norm",
+        "actor/reward_kl_penalty",
+        "critic/advantages/mean",
+        *SEARCH_KEYS,
+    ):
         assert finite(m[key]), (key, m.get(key))
     assert m["critic/grad_norm"] > 0  # the critic learned (GAE over the masked response)
     assert m["actor/reward_kl_penalty_coeff"] == pytest.approx(0.001)  # KL in the reward, paper's coefficient
@@ -142,8 +181,17 @@ def test_ppo_step_with_critic_and_kl_in_reward(protocol_model, train_data, bm25_
 
 def test_v0_trainer_runs_a_step(protocol_model, train_data, bm25_server, tmp_path):
     """The deprecated v0 trainer (``trainer.use_v1=false``) reads the same agent-loop output."""
-    run = train("grpo", tmp_path, protocol_model, train_data, bm25_server, "trainer.use_v1=false",
-                "trainer.total_training_steps=1", "trainer.test_freq=-1", "trainer.save_freq=-1")
+    run = train(
+        "grpo",
+        tmp_path,
+        protocol_model,
+        train_data,
+        bm25_server,
+        "trainer.use_v1=false",
+        "trainer.total_training_steps=1",
+        "trainer.test_freq=-1",
+        "trainer.save_freq=-1",
+    )
     m = run.step(1)
     for key in ("actor/pg_loss", "actor/kl_loss", "actor/grad_norm", "critic/score/mean", "num_turns/mean"):
         assert finite(m[key]), (key, m.get(key))

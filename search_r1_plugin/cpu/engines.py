@@ -81,11 +81,13 @@ class CPUFSDPEngineWithValueHead(_NoPinnedOffloadForForwardOnly, FSDPEngineWithV
         hf_config.summary_dropout_prob = 0.0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            module = load_value_model(self.model_config.local_path, torch_dtype, hf_config,
-                                      self.model_config.trust_remote_code)
-        apply_monkey_patch(model=module, use_remove_padding=self.use_remove_padding,
-                           ulysses_sp_size=self.ulysses_sequence_parallel_size,
-                           use_fused_kernels=self.model_config.use_fused_kernels)
+            module = load_value_model(self.model_config.local_path, torch_dtype, hf_config, self.model_config.trust_remote_code)
+        apply_monkey_patch(
+            model=module,
+            use_remove_padding=self.use_remove_padding,
+            ulysses_sp_size=self.ulysses_sequence_parallel_size,
+            use_fused_kernels=self.model_config.use_fused_kernels,
+        )
         module.to(torch_dtype)
         if self.model_config.enable_gradient_checkpointing:
             module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

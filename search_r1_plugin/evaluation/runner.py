@@ -30,8 +30,7 @@ def load_questions(name: str, split: str, local_dir: Optional[Path], limit: Opti
     for rec in read_dataset(name, split, local_dir):
         if "__error__" in rec or not rec.get("question") or not rec.get("golden_answers"):
             raise ValueError(f"{name}/{split}: unusable row {rec!r}")
-        rows.append({"id": str(rec.get("id", len(rows))), "question": rec["question"],
-                     "golden_answers": list(rec["golden_answers"])})
+        rows.append({"id": str(rec.get("id", len(rows))), "question": rec["question"], "golden_answers": list(rec["golden_answers"])})
         if limit is not None and len(rows) >= limit:
             break
     return rows
@@ -43,8 +42,7 @@ def score(name: str, result, golds: list[str]) -> dict[str, float]:
     return {k: s[k] for k in METRICS}
 
 
-async def run_dataset(method: str, name: str, rows: list[dict], ctx: MethodContext, out_file: Path,
-                      concurrency: int) -> None:
+async def run_dataset(method: str, name: str, rows: list[dict], ctx: MethodContext, out_file: Path, concurrency: int) -> None:
     done = set()
     if out_file.exists():
         with open(out_file) as f:
@@ -58,9 +56,17 @@ async def run_dataset(method: str, name: str, rows: list[dict], ctx: MethodConte
     async def one(row: dict) -> None:
         async with sem:
             result = await fn(row["question"], ctx)
-        line = {"id": row["id"], "question": row["question"], "golden_answers": row["golden_answers"],
-                "answer": result.answer, "searches": result.searches, "turns": result.turns,
-                "queries": result.queries, **score(name, result, row["golden_answers"]), "response": result.response}
+        line = {
+            "id": row["id"],
+            "question": row["question"],
+            "golden_answers": row["golden_answers"],
+            "answer": result.answer,
+            "searches": result.searches,
+            "turns": result.turns,
+            "queries": result.queries,
+            **score(name, result, row["golden_answers"]),
+            "response": result.response,
+        }
         with open(out_file, "a") as f:
             f.write(json.dumps(line, ensure_ascii=False) + "\n")
         bar.update(1)
@@ -123,8 +129,12 @@ def plot(out_dir: Path, label: str, scores: dict[str, dict[str, float]], paper: 
     xs = range(len(labels))
     ax.bar([x - width / 2 for x in xs], ours, width, label=label)
     if paper:
-        ax.bar([x + width / 2 for x in xs], [paper.get(n, float("nan")) for n in names] + [paper.get("avg", float("nan"))],
-               width, label="paper")
+        ax.bar(
+            [x + width / 2 for x in xs],
+            [paper.get(n, float("nan")) for n in names] + [paper.get("avg", float("nan"))],
+            width,
+            label="paper",
+        )
     ax.set_xticks(list(xs), labels, rotation=20)
     ax.set_ylabel("exact match")
     ax.set_ylim(0, 1)
@@ -136,10 +146,22 @@ def plot(out_dir: Path, label: str, scores: dict[str, dict[str, float]], paper: 
     return path
 
 
-async def evaluate(*, method: str, generate: Any, tokenizer: Any, datasets: list[tuple[str, str]],
-                   local_dir: Optional[Path], retriever_url: str, out_dir: Path, limit: Optional[int] = None,
-                   concurrency: int = 16, config: Any = None, label: str = "model", paper_model: Optional[str] = None,
-                   variant: str = "base") -> dict[str, Any]:
+async def evaluate(
+    *,
+    method: str,
+    generate: Any,
+    tokenizer: Any,
+    datasets: list[tuple[str, str]],
+    local_dir: Optional[Path],
+    retriever_url: str,
+    out_dir: Path,
+    limit: Optional[int] = None,
+    concurrency: int = 16,
+    config: Any = None,
+    label: str = "model",
+    paper_model: Optional[str] = None,
+    variant: str = "base",
+) -> dict[str, Any]:
     from search_r1_plugin.retrieval_client import check_ready, client_from_config
     from search_r1_plugin.settings import SearchR1Config
 

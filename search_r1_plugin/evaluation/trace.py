@@ -5,8 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-COLOURS = {"model": "\033[37m", "search": "\033[1;33m", "information": "\033[36m", "invalid": "\033[31m",
-           "answer": "\033[1;32m"}
+COLOURS = {"model": "\033[37m", "search": "\033[1;33m", "information": "\033[36m", "invalid": "\033[31m", "answer": "\033[1;32m"}
 LABELS = {"search": "search", "information": "retrieved", "invalid": "invalid action", "answer": "answer"}
 RESET = "\033[0m"
 

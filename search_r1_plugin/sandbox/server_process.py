@@ -39,16 +39,16 @@ def wait_ready(base_url: str, proc: subprocess.Popen, timeout_s: float = 120.0, 
 
 
 @contextmanager
-def retrieval_server(args: Sequence[str], log_path: str | Path, port: int | None = None,
-                     timeout_s: float = 120.0) -> Iterator[str]:
+def retrieval_server(args: Sequence[str], log_path: str | Path, port: int | None = None, timeout_s: float = 120.0) -> Iterator[str]:
     """``python -m retrieval_server serve <args>`` on a free port; yields the base URL."""
     port = port or free_port()
     base = f"http://127.0.0.1:{port}"
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     log_path = Path(log_path)
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "retrieval_server", "serve", *args, "--port", str(port)],
-                                stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "retrieval_server", "serve", *args, "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env
+        )
     try:
         wait_ready(base, proc, timeout_s, log_path)
         yield base

@@ -22,10 +22,16 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 def _training_text() -> list[str]:
     from search_r1_plugin.protocol import INVALID_ACTION_MESSAGE, PROMPT_TEMPLATE
 
-    words = ("Doc Title information search answer think the of a in is was who what where when which "
-             "capital founded river city country born year mountain").split()
-    lines = [PROMPT_TEMPLATE, INVALID_ACTION_MESSAGE, "<think> </think> <search> </search> <answer> </answer>",
-             "<information> </information> Doc 1(Title: \"x\") text"]
+    words = (
+        "Doc Title information search answer think the of a in is was who what where when which "
+        "capital founded river city country born year mountain"
+    ).split()
+    lines = [
+        PROMPT_TEMPLATE,
+        INVALID_ACTION_MESSAGE,
+        "<think> </think> <search> </search> <answer> </answer>",
+        '<information> </information> Doc 1(Title: "x") text',
+    ]
     lines += [" ".join(words[i:] + words[:i]) for i in range(len(words))]
     return lines * 20
 
@@ -102,15 +108,16 @@ def protocol_demonstrations(qa: Iterable[tuple[str, str]]) -> list[Demonstration
     for question, answer in qa:
         prompt = make_messages(question)[0]["content"]
         search = (f"<think> I need to search. </think>\n<search> {question.rstrip('?')} </search>", True)
-        info = (f"\n\n<information>Doc 1(Title: \"{answer}\") {answer} is the answer.</information>\n\n", False)
+        info = (f'\n\n<information>Doc 1(Title: "{answer}") {answer} is the answer.</information>\n\n', False)
         final = (f"<think> I found it. </think>\n<answer> {answer} </answer>", True)
         demos.append((prompt, [search]))
         demos.append((prompt, [search, info, final]))
     return demos
 
 
-def warm_start(model_dir: str | Path, demonstrations: list[Demonstration], steps: int = 300, lr: float = 3e-3,
-               batch_size: int = 8, seed: int = 0) -> dict[str, float]:
+def warm_start(
+    model_dir: str | Path, demonstrations: list[Demonstration], steps: int = 300, lr: float = 3e-3, batch_size: int = 8, seed: int = 0
+) -> dict[str, float]:
     """Supervised warm start of a checkpoint on protocol demonstrations, saved in place.
 
     A random tiny model never writes a tag, so every reward is 0 and every RL gradient vanishes;
@@ -127,8 +134,9 @@ def warm_start(model_dir: str | Path, demonstrations: list[Demonstration], steps
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     examples = []
     for prompt, segments in demonstrations:
-        p_ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                              tokenize=True, return_dict=False)
+        p_ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True, return_dict=False
+        )
         r_ids, r_labels = [], []
         for text, trained in segments:
             ids = tokenizer.encode(text, add_special_tokens=False)
@@ -149,7 +157,7 @@ def warm_start(model_dir: str | Path, demonstrations: list[Demonstration], steps
         for i, (p, r, lab) in enumerate(batch):
             seq = p + r
             ids[i, : len(seq)] = torch.tensor(seq)
-            labels[i, len(p): len(seq)] = torch.tensor(lab)
+            labels[i, len(p) : len(seq)] = torch.tensor(lab)
             attn[i, : len(seq)] = 1
         loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
         opt.zero_grad()

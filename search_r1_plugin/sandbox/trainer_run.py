@@ -50,10 +50,20 @@ def read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def run_main_ppo(algo: str, workdir: str | Path, *, model: str, train_files: str, val_files: str,
-                 variants: Sequence[str] = ("cpu",),
-                 retriever_url: str, overrides: Sequence[str] = (), timeout_s: float = 900,
-                 on_line: Optional[Callable[[str], None]] = None, run_name: str = "run") -> TrainerRun:
+def run_main_ppo(
+    algo: str,
+    workdir: str | Path,
+    *,
+    model: str,
+    train_files: str,
+    val_files: str,
+    variants: Sequence[str] = ("cpu",),
+    retriever_url: str,
+    overrides: Sequence[str] = (),
+    timeout_s: float = 900,
+    on_line: Optional[Callable[[str], None]] = None,
+    run_name: str = "run",
+) -> TrainerRun:
     """Train with verl's ``main_ppo`` on CPU (variant ``cpu`` first); checkpoints in ``workdir/checkpoints``
     (resumed if present)."""
     workdir = Path(workdir)
@@ -71,12 +81,25 @@ def run_main_ppo(algo: str, workdir: str | Path, *, model: str, train_files: str
         f"+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH={metrics_path}",
         *overrides,
     ]
-    env = dict(os.environ, VERL_PLATFORM="cpu", VERL_FILE_LOGGER_PATH=str(metrics_path), HF_HUB_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false", RAY_DEDUP_LOGS="1", PYTHONUNBUFFERED="1")
+    env = dict(
+        os.environ,
+        VERL_PLATFORM="cpu",
+        VERL_FILE_LOGGER_PATH=str(metrics_path),
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        RAY_DEDUP_LOGS="1",
+        PYTHONUNBUFFERED="1",
+    )
     start = time.perf_counter()
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(main_ppo_command(algo, None, variants, overrides), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, env=env, cwd=workdir)
+        proc = subprocess.Popen(
+            main_ppo_command(algo, None, variants, overrides),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=workdir,
+        )
         watchdog = threading.Timer(timeout_s, proc.kill)  # a hung trainer (silent or not) is stopped
         watchdog.start()
         try:

@@ -19,8 +19,34 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-SYLLABLES = ["ka", "lo", "mi", "ra", "ven", "tor", "sa", "qui", "bel", "dun", "ez", "or", "fa", "nim",
-             "pel", "zar", "gu", "thi", "won", "bra", "cel", "dra", "ish", "mon", "ul", "yan"]
+SYLLABLES = [
+    "ka",
+    "lo",
+    "mi",
+    "ra",
+    "ven",
+    "tor",
+    "sa",
+    "qui",
+    "bel",
+    "dun",
+    "ez",
+    "or",
+    "fa",
+    "nim",
+    "pel",
+    "zar",
+    "gu",
+    "thi",
+    "won",
+    "bra",
+    "cel",
+    "dra",
+    "ish",
+    "mon",
+    "ul",
+    "yan",
+]
 OCCUPATIONS = ["painter", "chemist", "poet", "architect", "astronomer", "composer", "engineer", "sculptor"]
 
 
@@ -48,8 +74,7 @@ def generate_world(num_people: int = 200, num_cities: int = 40, num_countries: i
     used: set[str] = set()
     countries = [_name(rng, 3, used) + "ia" for _ in range(num_countries)]
     rivers = [_name(rng, 2, used) + " River" for _ in range(num_countries)]
-    cities = [{"name": _name(rng, 3, used), "country": rng.choice(countries), "founded": rng.randint(900, 1900)}
-              for _ in range(num_cities)]
+    cities = [{"name": _name(rng, 3, used), "country": rng.choice(countries), "founded": rng.randint(900, 1900)} for _ in range(num_cities)]
     capitals = {}
     for c in countries:
         options = [city for city in cities if city["country"] == c]
@@ -61,13 +86,12 @@ def generate_world(num_people: int = 200, num_cities: int = 40, num_countries: i
         while (full := f"{_plain(rng, 2)} {_plain(rng, 2)}") in used:
             pass
         used.add(full)
-        people.append({"name": full, "city": rng.choice(cities), "year": rng.randint(1700, 1990),
-                       "job": rng.choice(OCCUPATIONS)})
+        people.append({"name": full, "city": rng.choice(cities), "year": rng.randint(1700, 1990), "job": rng.choice(OCCUPATIONS)})
 
     passages: list[dict] = []
 
     def add(title: str, text: str) -> None:
-        passages.append({"id": str(len(passages)), "contents": f"\"{title}\"\n{text}"})
+        passages.append({"id": str(len(passages)), "contents": f'"{title}"\n{text}'})
 
     for i, country in enumerate(countries):
         cap = capitals.get(country, "no capital")
@@ -91,11 +115,15 @@ def generate_world(num_people: int = 200, num_cities: int = 40, num_countries: i
         else:
             q, a = f"What was the occupation of {p['name']}", p["job"]
         single.append({"id": f"single_{i}", "question": q, "golden_answers": [a]})
-        multi.append({"id": f"multi_{i}", "question": f"In which country was {p['name']} born",
-                      "golden_answers": [p["city"]["country"]]})
+        multi.append({"id": f"multi_{i}", "question": f"In which country was {p['name']} born", "golden_answers": [p["city"]["country"]]})
     for i, city in enumerate(cities):
-        multi.append({"id": f"multi_city_{i}", "question": f"When was the capital of {city['country']} founded",
-                      "golden_answers": [str(next(c["founded"] for c in cities if c["name"] == capitals[city["country"]]))]})
+        multi.append(
+            {
+                "id": f"multi_city_{i}",
+                "question": f"When was the capital of {city['country']} founded",
+                "golden_answers": [str(next(c["founded"] for c in cities if c["name"] == capitals[city["country"]]))],
+            }
+        )
     return World(passages, single, multi)
 
 
@@ -121,8 +149,9 @@ def write_world(out: str | Path, **kwargs) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="search-r1 sample-world", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="search-r1 sample-world", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", default="data/sample")
     parser.add_argument("--num-people", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
