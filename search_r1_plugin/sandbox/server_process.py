@@ -1,8 +1,13 @@
-"""Start a real retrieval server process on 127.0.0.1 and wait until ``/health`` is ready."""
+"""The retrieval server's own command as real processes: build an index, serve it on 127.0.0.1.
+
+The plugin reaches the server only through its command line and HTTP (the dependency rule the
+tests enforce), so the sandbox does too.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -12,6 +17,21 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from search_r1_plugin.retrieval_client import RetrievalError, server_health
+
+
+def build_index(args: Sequence[str], log_path: str | Path) -> Path:
+    """``python -m retrieval_server build-index <args>``; the path of the index it wrote."""
+    log_path = Path(log_path)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    with open(log_path, "w") as log:
+        code = subprocess.call(
+            [sys.executable, "-m", "retrieval_server", "build-index", *args], stdout=log, stderr=subprocess.STDOUT, env=env
+        )
+    text = log_path.read_text()
+    built = re.search(r"^built (\S+) — ", text, re.MULTILINE)
+    if code != 0 or built is None:
+        raise RuntimeError(f"build-index exited with code {code}:\n{text[-3000:]}")
+    return Path(built.group(1))
 
 
 def free_port() -> int:
