@@ -52,13 +52,14 @@ def run_checks(retriever_url: str | None) -> list[tuple[bool, str]]:
     except Exception as exc:
         checks.append((False, f"presets not found: {exc!r}"))
     if retriever_url:
-        from search_r1_plugin.retrieval_client import RetrievalError, server_health
+        from search_r1_plugin.retrieval_client import RetrievalError, server_health, split_urls
 
-        try:
-            body = server_health(retriever_url, timeout_s=5)
-            checks.append((body.get("status") == "ready", f"retriever {retriever_url}: {body}"))
-        except RetrievalError as exc:
-            checks.append((False, str(exc)))
+        for url in split_urls(retriever_url):  # every server of a comma-separated list
+            try:
+                body = server_health(url, timeout_s=5)
+                checks.append((body.get("status") == "ready", f"retriever {url}: {body}"))
+            except RetrievalError as exc:
+                checks.append((False, str(exc)))
     for pkg in ("torch", "transformers", "vllm", "ray"):
         checks.append((True, f"{pkg} {_version(pkg)}"))
     return checks

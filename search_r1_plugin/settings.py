@@ -22,7 +22,8 @@ DEFAULT_RETRIEVER_URL = "http://127.0.0.1:8000/retrieve"
 class SearchR1Config:
     """Rollout settings (defaults = Search-R1 paper).
 
-    retriever_url          POST endpoint speaking the Search-R1 ``/retrieve`` wire format.
+    retriever_url          POST endpoint speaking the Search-R1 ``/retrieve`` wire format; several servers as a
+                           comma-separated string or a list (load spread, failover: retrieval_client).
     topk                   documents per search (paper: 3).
     max_turns              turns that may search; one final turn without retrieval follows (paper: 4).
     max_turn_tokens        generation cap per turn (paper: 500).
@@ -70,8 +71,9 @@ class SearchR1Config:
             raise ConfigError(f"search_r1.mask_retrieved_tokens must be true or false, got {self.mask_retrieved_tokens!r}")
         if self.turn_cut not in ("original", "earliest"):
             raise ConfigError(f"search_r1.turn_cut must be 'original' or 'earliest', got {self.turn_cut!r}")
-        if not isinstance(self.retriever_url, str) or not self.retriever_url.startswith(("http://", "https://")):
-            raise ConfigError(f"search_r1.retriever_url must be an http(s) URL, got {self.retriever_url!r}")
+        urls = self.retriever_url.split(",") if isinstance(self.retriever_url, str) else [None]
+        if not all(isinstance(u, str) and u.strip().startswith(("http://", "https://")) for u in urls):
+            raise ConfigError(f"search_r1.retriever_url must be an http(s) URL or several, comma-separated, got {self.retriever_url!r}")
         # The observation must at least hold "<information></information>" plus one token.
         if self.max_obs_length < 8:
             raise ConfigError(f"search_r1.max_obs_length must be >= 8 tokens, got {self.max_obs_length}")
@@ -81,6 +83,8 @@ class SearchR1Config:
         """Build from a (DictConfig) mapping; unknown keys are an error, not silently ignored."""
         merged = dict(values or {})
         merged.update({k: v for k, v in overrides.items() if v is not None})
+        if isinstance(merged.get("retriever_url"), (list, tuple)):  # a YAML list of servers
+            merged["retriever_url"] = ",".join(map(str, merged["retriever_url"]))
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(merged) - known)
         if unknown:

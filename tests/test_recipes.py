@@ -268,3 +268,17 @@ def test_preset_defaults_are_the_settings_defaults():
 
     block = OmegaConf.to_container(compose("ppo").search_r1, resolve=True)
     assert block == asdict(SearchR1Config())
+
+
+def test_several_retrievers_on_the_command_line():
+    """``search_r1.retriever_url`` takes a list (or a comma-separated string) of servers; a bad one stops the run."""
+    from search_r1_plugin.retrieval_client import client_from_config
+    from search_r1_plugin.settings import SearchR1Config
+
+    cfg = compose("ppo", overrides=["search_r1.retriever_url=[http://node1:8000/retrieve,http://node2:8000/retrieve]"])
+    OmegaConf.resolve(cfg)  # search_r1_check accepts it
+    settings = SearchR1Config.from_mapping(OmegaConf.to_container(cfg.search_r1))
+    assert [e.url for e in client_from_config(settings).endpoints] == ["http://node1:8000/retrieve", "http://node2:8000/retrieve"]
+    bad = compose("ppo", overrides=["search_r1.retriever_url=[http://node1:8000/retrieve,node2:8000]"])
+    with pytest.raises(Exception, match="comma-separated"):
+        OmegaConf.resolve(bad)

@@ -149,3 +149,88 @@ def test_a_rejected_query_fails_only_its_own_trajectory():
     assert isinstance(results[63], RetrievalError) and "422" in str(results[63])
     assert client.stats.isolated_rejections == 1 and client.stats.retries == 0  # a 4xx is never retried
     assert len(fake.requests) == 1 + 64  # the coalesced request, then one per query
+
+
+def dead_url():
+    from search_r1_plugin.sandbox.server_process import free_port
+
+    return f"http://127.0.0.1:{free_port()}/retrieve"  # nothing listens there
+
+
+def test_several_servers_share_the_load_and_one_dead_url_costs_nothing():
+    async def go():
+        a, b = FakeServer(), FakeServer()
+        (ra, url_a), (rb, url_b) = await serve(a), await serve(b)
+        client = RetrievalClient(",".join([url_a, dead_url(), url_b]), max_wait_ms=1, max_batch=4, backoff_s=0.2)
+        results = []
+        for wave in range(20):  # waves of concurrent trajectories, as a training step sends them
+            results += await asyncio.gather(*[client.search(f"q{wave}-{i}", 1) for i in range(12)])
+        await client.close()
+        await ra.cleanup()
+        await rb.cleanup()
+        return a, b, client, results
+
+    a, b, client, results = run(go())
+    assert [r[0]["document"]["contents"].split("\n")[0] for r in results] == [f'"q{w}-{i}"' for w in range(20) for i in range(12)]
+    assert len(a.requests) > 10 and len(b.requests) > 10  # load spread over the live servers
+    dead = next(e for e in client.endpoints if e.url not in (client.endpoints[0].url, client.endpoints[2].url))
+    assert dead.failures >= 1 and dead.requests == 0
+    # the dead URL was out of rotation: far fewer failovers than requests
+    assert 1 <= client.stats.failovers < client.stats.requests / 4, client.stats
+
+
+def test_a_failed_server_is_probed_back_in():
+    async def go():
+        flaky = FakeServer(fail_first=2)  # two 503s, then healthy
+        steady = FakeServer()
+        (rf, url_f), (rs, url_s) = await serve(flaky), await serve(steady)
+        client = RetrievalClient([url_f, url_s], max_wait_ms=1, backoff_s=0.1, max_down_s=0.3)
+        for i in range(6):
+            await client.search(f"first{i}", 1)
+        await asyncio.sleep(0.5)  # past the longest time out of rotation
+        before = len(flaky.requests)
+        await asyncio.gather(*[client.search(f"later{i}", 1) for i in range(8)])
+        await client.close()
+        await rf.cleanup()
+        await rs.cleanup()
+        return flaky, before
+
+    flaky, before = run(go())
+    assert len(flaky.requests) > before  # back in rotation, and answering
+
+
+def test_overload_429_is_retried_after_the_servers_retry_after():
+    class Busy(FakeServer):
+        async def handle(self, request):
+            if not self.requests:
+                self.requests.append([])
+                return web.Response(status=429, text="busy", headers={"Retry-After": "0.5"})
+            return await super().handle(request)
+
+    async def go():
+        busy = Busy()
+        runner, url = await serve(busy)
+        client = RetrievalClient(url, max_wait_ms=1, backoff_s=0.01)
+        t0 = asyncio.get_running_loop().time()
+        docs = await client.search("q", 1)
+        waited = asyncio.get_running_loop().time() - t0
+        await client.close()
+        await runner.cleanup()
+        return client, docs, waited
+
+    client, docs, waited = run(go())
+    assert docs[0]["document"]["contents"] == '"q"\nabout q'
+    assert client.stats.overloaded == 1 and waited >= 0.5  # not the 0.01 s backoff
+
+
+def test_all_servers_dead_names_every_url():
+    async def go():
+        urls = [dead_url(), dead_url()]
+        client = RetrievalClient(urls, retries=3, backoff_s=0.01)
+        with pytest.raises(RetrievalError) as err:
+            await client.search("q", 1)
+        await client.close()
+        return urls, str(err.value)
+
+    urls, message = run(go())
+    assert all(u in message for u in urls) and "after 4 attempts" in message
