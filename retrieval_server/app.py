@@ -5,12 +5,15 @@ The pydantic models below are the contract. ``return_scores=true`` gives
 ``false`` gives the documents themselves (the original server crashed on it).
 Heavy state (encoder, index, corpus) loads in a background thread after the
 port opens: ``/health`` answers 503 ``loading`` until it is ready, then 200.
+
+Before the app sees a request, :class:`~retrieval_server.guard.RequestGuard` checks the key (from the
+headers alone), the body's size (413) and its pace (408). A full queue answers 429 with
+``Retry-After`` (:class:`~retrieval_server.batcher.Overloaded`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -20,7 +23,7 @@ from typing import Any, Callable, Optional
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, Response
 
 try:  # orjson serialises the (large) result lists several times faster than the json module
     from fastapi.responses import ORJSONResponse as FastJSONResponse
@@ -28,9 +31,10 @@ except ImportError:  # pragma: no cover
     FastJSONResponse = JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
-from retrieval_server.batcher import MicroBatcher
+from retrieval_server.batcher import MicroBatcher, Overloaded
+from retrieval_server.guard import RequestGuard, bearer_token_ok
 from retrieval_server.limits import Limits
-from retrieval_server.metrics import ServerMetrics
+from retrieval_server.metrics import CONTENT_TYPE, ServerMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +86,8 @@ def create_app(
     max_batch: int = 512,
     max_wait_ms: float = 2.0,
     batching: bool = True,
-) -> FastAPI:
+) -> Any:
+    """The ASGI app (FastAPI behind the request guard)."""
     limits = limits or Limits()
     metrics = ServerMetrics()
     state: dict[str, Any] = {"status": "loading", "backend": None, "batcher": None, "error": None}
@@ -95,7 +100,13 @@ def create_app(
             state.update(status="failed", error=repr(exc))
             return
         batcher = MicroBatcher(
-            backend.search, max_batch=max_batch, max_wait_ms=max_wait_ms, batching=batching, on_batch=metrics.observe_batch
+            backend.search,
+            max_batch=max_batch,
+            max_wait_ms=max_wait_ms,
+            batching=batching,
+            on_batch=metrics.observe_batch,
+            max_queued=limits.max_queued,
+            on_queue=metrics.queue_depth.set,
         )
         batcher.start()
         state.update(status="ready", backend=backend, batcher=batcher)
@@ -117,7 +128,7 @@ def create_app(
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
         """422 naming the field; a NaN or infinite input value is echoed as text, since FastAPI's
         default handler fails to serialise it and answers 500."""
-        metrics.rejected += 1
+        metrics.reject("invalid")
 
         def finite(x: Any) -> Any:
             if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
@@ -131,18 +142,10 @@ def create_app(
         return JSONResponse({"detail": finite(jsonable_encoder(exc.errors(), custom_encoder={float: finite}))}, status_code=422)
 
     def authorized(request: Request) -> bool:
-        if api_key is None:
-            return True
-        header = request.headers.get("authorization", "")
-        token = header[7:] if header.lower().startswith("bearer ") else ""
-        return hmac.compare_digest(token.encode(), api_key.encode())
-
-    def check_auth(request: Request) -> None:
-        if not authorized(request):
-            raise HTTPException(status_code=401, detail="missing or wrong bearer token (Authorization: Bearer <key>)")
+        return bearer_token_ok({k.lower(): v for k, v in request.headers.items()}, api_key)
 
     def reject(field: str, message: str) -> HTTPException:
-        metrics.rejected += 1
+        metrics.reject("invalid")
         return HTTPException(status_code=422, detail=[{"loc": ["body", field], "msg": message}])
 
     @app.get("/health")
@@ -157,13 +160,12 @@ def create_app(
             body["error"] = state["error"]
         return JSONResponse(body, status_code=200 if state["status"] == "ready" else 503)
 
-    @app.get("/metrics", response_class=PlainTextResponse)
-    async def prometheus() -> str:
-        return metrics.render()
+    @app.get("/metrics")
+    async def prometheus() -> Response:  # behind the key when there is one (the guard)
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     @app.post("/retrieve", response_model=None, responses={200: {"model": RetrieveResponse}})
-    async def retrieve(req: RetrieveRequest, request: Request) -> JSONResponse:
-        check_auth(request)
+    async def retrieve(req: RetrieveRequest) -> JSONResponse:
         if state["status"] != "ready":
             raise HTTPException(status_code=503, detail=f"retriever is {state['status']}")
         if not req.queries:  # a turn in which no trajectory searched: the original answers, so do we
@@ -171,15 +173,18 @@ def create_app(
         if len(req.queries) > limits.max_queries:
             raise reject("queries", f"at most {limits.max_queries} queries per request, got {len(req.queries)}")
         queries = [q[: limits.max_query_chars] for q in req.queries]
-        metrics.truncated_queries += sum(len(q) > limits.max_query_chars for q in req.queries)
+        metrics.truncated_queries.inc(sum(len(q) > limits.max_query_chars for q in req.queries))
         k = limits.default_topk if req.topk is None or req.topk <= 0 else req.topk
         if k > limits.max_topk:
             raise reject("topk", f"must be at most {limits.max_topk}, got {k}")
         t0 = time.perf_counter()
         try:
             scores, ids = await state["batcher"].submit(queries, k)
+        except Overloaded as exc:
+            metrics.reject("overloaded")
+            return JSONResponse({"detail": f"server busy: {exc}"}, status_code=429, headers={"Retry-After": f"{exc.retry_after_s:.0f}"})
         except Exception as exc:
-            metrics.errors += 1
+            metrics.errors.inc()
             logger.exception("retrieval failed")
             raise HTTPException(status_code=500, detail=f"retrieval failed: {exc!r}")
         backend: Backend = state["backend"]
@@ -195,4 +200,11 @@ def create_app(
         metrics.observe_request(len(req.queries), time.perf_counter() - t0)
         return FastJSONResponse({"result": result})
 
-    return app
+    reasons = {401: "unauthorized", 413: "too_large", 408: "slow_body", 400: "invalid"}
+    return RequestGuard(
+        app,
+        api_key=api_key,
+        max_body_bytes=limits.max_body_bytes,
+        body_timeout_s=limits.body_timeout_s,
+        on_reject=lambda status: metrics.reject(reasons.get(status, str(status))),
+    )

@@ -12,6 +12,10 @@ after the other, so requests that arrive meanwhile are served between its chunks
 (riding along with the next one) instead of waiting for all of it: one huge request
 delays others by one chunk, not by its whole length.
 
+Backpressure: at most ``max_queued`` queries may wait. A request that would pass that bound is
+refused at once with :class:`Overloaded` (the app answers 429 with ``Retry-After``) instead of waiting
+behind a queue that grows without bound until every caller times out; callers retry elsewhere or later.
+
 ``max_batch=1``-style behaviour of the original server is available as
 ``batching=False``: each request is encoded and searched on its own (still on
 the one worker thread), which is the baseline of ``benchmarks/server_throughput.py``.
@@ -30,6 +34,14 @@ import numpy as np
 SearchFn = Callable[[list[str], int], tuple[np.ndarray, np.ndarray]]
 
 
+class Overloaded(Exception):
+    """The queue is full; ``retry_after_s`` estimates when it will have drained."""
+
+    def __init__(self, queued: int, limit: int, retry_after_s: float) -> None:
+        super().__init__(f"{queued} queries waiting (limit {limit}); retry in {retry_after_s:.0f} s")
+        self.retry_after_s = retry_after_s
+
+
 @dataclass
 class _Item:
     queries: list[str]
@@ -46,12 +58,18 @@ class MicroBatcher:
         max_wait_ms: float = 2.0,
         batching: bool = True,
         on_batch: Callable[[int, float], None] | None = None,
+        max_queued: int = 65536,
+        on_queue: Callable[[int], None] | None = None,
     ) -> None:
         self.search = search
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
         self.batching = batching
         self.on_batch = on_batch or (lambda size, seconds: None)
+        self.max_queued = max_queued
+        self.on_queue = on_queue or (lambda queued: None)
+        self.queued = 0  # queries admitted and not answered yet
+        self.recent_qps = 0.0  # exponentially averaged search rate, for Retry-After
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrieval")
         self.queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._task: asyncio.Task | None = None
@@ -69,11 +87,22 @@ class MicroBatcher:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def submit(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and ids (``len(queries) × k``) for one request's queries."""
-        if not self.batching or len(queries) <= self.max_batch:
-            return await self._submit_chunk(queries, k)
-        parts = [await self._submit_chunk(queries[lo : lo + self.max_batch], k) for lo in range(0, len(queries), self.max_batch)]
-        return np.concatenate([s for s, _ in parts]), np.concatenate([i for _, i in parts])
+        """Scores and ids (``len(queries) × k``) for one request's queries; :class:`Overloaded` when
+        admitting them would queue more than ``max_queued`` (a request bigger than the bound alone is
+        admitted when the queue is empty, so it can always be served)."""
+        if self.queued and self.queued + len(queries) > self.max_queued:
+            rate = self.recent_qps or 1000.0
+            raise Overloaded(self.queued, self.max_queued, max(1.0, round(self.queued / rate)))
+        self.queued += len(queries)
+        self.on_queue(self.queued)
+        try:
+            if not self.batching or len(queries) <= self.max_batch:
+                return await self._submit_chunk(queries, k)
+            parts = [await self._submit_chunk(queries[lo : lo + self.max_batch], k) for lo in range(0, len(queries), self.max_batch)]
+            return np.concatenate([s for s, _ in parts]), np.concatenate([i for _, i in parts])
+        finally:
+            self.queued -= len(queries)
+            self.on_queue(self.queued)
 
     async def _submit_chunk(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         fut = asyncio.get_running_loop().create_future()
@@ -110,7 +139,10 @@ class MicroBatcher:
                     if not it.future.done():
                         it.future.set_exception(exc)
                 continue
-            self.on_batch(len(unique), time.perf_counter() - t0)
+            seconds = time.perf_counter() - t0
+            self.on_batch(len(unique), seconds)
+            rate = len(unique) / max(seconds, 1e-6)
+            self.recent_qps = rate if not self.recent_qps else 0.8 * self.recent_qps + 0.2 * rate
             row = {q: i for i, q in enumerate(unique)}
             for it in items:
                 if it.future.done():  # client went away

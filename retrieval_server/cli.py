@@ -97,7 +97,15 @@ def serve(args: argparse.Namespace) -> None:
         logging.warning("serving on %s without --api-key: anyone who can reach this host can query it", args.host)
     app = create_app(
         _backend_loader(args),
-        limits=Limits(default_topk=args.topk, max_topk=args.max_topk, max_queries=args.max_queries, max_query_chars=args.max_query_chars),
+        limits=Limits(
+            default_topk=args.topk,
+            max_topk=args.max_topk,
+            max_queries=args.max_queries,
+            max_query_chars=args.max_query_chars,
+            max_body_bytes=args.max_body_bytes,
+            body_timeout_s=args.body_timeout_s,
+            max_queued=args.max_queued,
+        ),
         api_key=api_key,
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
@@ -190,6 +198,14 @@ def make_parser() -> argparse.ArgumentParser:
         help="longer queries are cut to this many characters (the encoder truncates anyway)",
     )
     s.add_argument("--max-topk", type=int, default=100)
+    s.add_argument("--max-body-bytes", type=int, default=Limits.max_body_bytes, help="larger request bodies are refused (413) unread")
+    s.add_argument("--body-timeout-s", type=float, default=Limits.body_timeout_s, help="a body not received in this time gets 408")
+    s.add_argument(
+        "--max-queued",
+        type=int,
+        default=Limits.max_queued,
+        help="queries that may wait for a batch; beyond it requests get 429 with Retry-After",
+    )
     s.add_argument("--log-level", default="warning")
     s.set_defaults(func=serve)
 

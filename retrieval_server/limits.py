@@ -13,3 +13,9 @@ class Limits:
     max_queries: int = 16384
     # Longer queries are cut to this many characters (the encoder keeps 256 tokens anyway), not refused.
     max_query_chars: int = 8192
+    # A request body over this size is refused (413) before it is read: 16,384 queries of 2 KB fit.
+    max_body_bytes: int = 32 * 2**20
+    # The whole body must arrive within this many seconds (408), so a stalled client holds nothing.
+    body_timeout_s: float = 10.0
+    # Queries that may wait for a batch; beyond it a request is answered 429 with Retry-After.
+    max_queued: int = 65536

@@ -1,62 +1,50 @@
-"""Server counters and latency percentiles, exposed in Prometheus text format at ``/metrics``."""
+"""Server metrics as Prometheus histograms and counters (``prometheus_client``), served at ``/metrics``.
+
+Histograms, not a window of percentiles: buckets add up across processes, so a dashboard can aggregate
+the replicas of one deployment (``histogram_quantile(0.99, sum by (le) (rate(..._bucket[1m])))``).
+Each app has its own registry, so several servers (or test apps) in one process do not collide.
+"""
 
 from __future__ import annotations
 
-import threading
-from collections import deque
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: F401  (re-exported for the app)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-import numpy as np
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
 class ServerMetrics:
-    def __init__(self, window: int = 10000) -> None:
-        self.lock = threading.Lock()
-        self.requests = 0
-        self.queries = 0
-        self.errors = 0
-        self.rejected = 0
-        self.truncated_queries = 0
-        self.batches = 0
-        self.latencies: deque[float] = deque(maxlen=window)
-        self.batch_sizes: deque[int] = deque(maxlen=window)
-        self.search_seconds = 0.0
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("retrieval_requests", "answered /retrieve requests", registry=r)
+        self.queries = Counter("retrieval_queries", "queries in answered requests", registry=r)
+        self.errors = Counter("retrieval_errors", "requests that failed inside the server (500)", registry=r)
+        self.rejected = Counter("retrieval_rejected", "requests refused, by reason", ["reason"], registry=r)
+        self.truncated_queries = Counter("retrieval_truncated_queries", "queries cut to --max-query-chars", registry=r)
+        self.batches = Counter("retrieval_batches", "encoder + search batches run", registry=r)
+        self.batch_size = Histogram("retrieval_batch_size", "distinct queries per batch", buckets=BATCH_BUCKETS, registry=r)
+        self.search_seconds = Histogram("retrieval_search_seconds", "encode + search time per batch", buckets=LATENCY_BUCKETS, registry=r)
+        self.latency = Histogram(
+            "retrieval_request_latency_seconds", "time from a request's queue entry to its answer", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.queue_depth = Gauge("retrieval_queue_depth_queries", "queries waiting for a batch", registry=r)
 
     def observe_request(self, n_queries: int, seconds: float) -> None:
-        with self.lock:
-            self.requests += 1
-            self.queries += n_queries
-            self.latencies.append(seconds)
+        self.requests.inc()
+        self.queries.inc(n_queries)
+        self.latency.observe(seconds)
 
     def observe_batch(self, size: int, seconds: float) -> None:
-        with self.lock:
-            self.batches += 1
-            self.batch_sizes.append(size)
-            self.search_seconds += seconds
+        self.batches.inc()
+        self.batch_size.observe(size)
+        self.search_seconds.observe(seconds)
 
-    def render(self) -> str:
-        with self.lock:
-            lat = np.array(self.latencies) if self.latencies else np.zeros(1)
-            sizes = np.array(self.batch_sizes) if self.batch_sizes else np.zeros(1)
-            lines = [
-                "# TYPE retrieval_requests_total counter",
-                f"retrieval_requests_total {self.requests}",
-                "# TYPE retrieval_queries_total counter",
-                f"retrieval_queries_total {self.queries}",
-                "# TYPE retrieval_errors_total counter",
-                f"retrieval_errors_total {self.errors}",
-                "# TYPE retrieval_rejected_total counter",
-                f"retrieval_rejected_total {self.rejected}",
-                "# TYPE retrieval_truncated_queries_total counter",
-                f"retrieval_truncated_queries_total {self.truncated_queries}",
-                "# TYPE retrieval_batches_total counter",
-                f"retrieval_batches_total {self.batches}",
-                "# TYPE retrieval_search_seconds_total counter",
-                f"retrieval_search_seconds_total {self.search_seconds:.6f}",
-                "# TYPE retrieval_batch_size summary",
-                f'retrieval_batch_size{{quantile="0.5"}} {np.percentile(sizes, 50):.1f}',
-                f'retrieval_batch_size{{quantile="0.99"}} {np.percentile(sizes, 99):.1f}',
-                "# TYPE retrieval_request_latency_seconds summary",
-            ]
-            for q in (0.5, 0.9, 0.99):
-                lines.append(f'retrieval_request_latency_seconds{{quantile="{q}"}} {np.percentile(lat, q * 100):.6f}')
-        return "\n".join(lines) + "\n"
+    def reject(self, reason: str) -> None:
+        """``reason``: ``invalid`` (422), ``unauthorized`` (401), ``too_large`` (413), ``slow_body`` (408),
+        ``overloaded`` (429)."""
+        self.rejected.labels(reason).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

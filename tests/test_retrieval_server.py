@@ -138,7 +138,8 @@ def test_original_trainer_payloads(bm25_server, sample_world):
 def test_metrics_endpoint(dense_server):
     post(dense_server, ORIGINAL_PAYLOAD)
     text = httpx.get(f"{dense_server}/metrics").text
-    assert "retrieval_requests_total" in text and 'retrieval_request_latency_seconds{quantile="0.99"}' in text
+    assert "retrieval_requests_total" in text and 'retrieval_request_latency_seconds_bucket{le="0.1"}' in text
+    assert "retrieval_queue_depth_queries" in text
 
 
 def test_concurrent_requests_are_batched_and_all_answered(dense_server):
@@ -159,7 +160,7 @@ def test_concurrent_requests_are_batched_and_all_answered(dense_server):
     after = httpx.get(f"{dense_server}/metrics").text
 
     def batches(t):
-        return int(next(line.split()[-1] for line in t.splitlines() if line.startswith("retrieval_batches_total")))
+        return int(float(next(line.split()[-1] for line in t.splitlines() if line.startswith("retrieval_batches_total"))))
 
     assert batches(after) - batches(before) < 200  # coalesced across requests
 
@@ -187,7 +188,9 @@ def test_auth(sample_world, bm25_index, tmp_path):
         assert httpx.get(f"{url}/health").json() == {"status": "ready"}
         detailed = httpx.get(f"{url}/health", headers={"Authorization": "Bearer s3cret"}).json()
         assert detailed["status"] == "ready" and "bm25" in detailed["retriever"]
-        assert httpx.get(f"{url}/docs").status_code == 404 and httpx.get(f"{url}/openapi.json").status_code == 404
+        for path in ("/docs", "/openapi.json"):  # nothing but /health without the key; API docs off with it
+            assert httpx.get(f"{url}{path}").status_code == 401
+            assert httpx.get(f"{url}{path}", headers={"Authorization": "Bearer s3cret"}).status_code == 404
 
 
 def test_builder_resumes_after_interruption(sample_world, minilm_path, tmp_path):
@@ -395,3 +398,102 @@ def test_every_corpus_row_shape_is_answered_as_the_wire_format(tmp_path):
             assert r.status_code == 200, r.text
             doc = r.json()["result"][0][0]["document"]
             assert {k: doc[k] for k in want} == want
+
+
+@pytest.fixture(scope="module")
+def keyed_server(sample_world, bm25_index, tmp_path_factory):
+    """A real server process with a key, a 1 s body timeout and a small queue (for the hostile-client tests)."""
+    from search_r1_plugin.sandbox.server_process import retrieval_server
+
+    args = [
+        "--retriever",
+        "bm25",
+        "--index",
+        str(bm25_index.index_path),
+        "--corpus",
+        str(sample_world["corpus"]),
+        "--api-key",
+        "s3cret",
+        "--body-timeout-s",
+        "1",
+        "--max-queued",
+        "8",
+        "--max-batch",
+        "4",
+    ]
+    with retrieval_server(args, tmp_path_factory.mktemp("keyed") / "server.log") as url:
+        yield url
+
+
+KEY = {"Authorization": "Bearer s3cret"}
+
+
+def raw_exchange(url: str, head: bytes, body_parts=(), wait_s: float = 5.0) -> tuple[int | None, float]:
+    """Send ``head`` then ``body_parts`` on a raw socket; the status line that comes back and when."""
+    import socket
+    import time
+
+    host, port = url.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=wait_s) as sock:
+        t0 = time.perf_counter()
+        sock.sendall(head)
+        for part in body_parts:
+            try:
+                sock.sendall(part)
+            except OSError:  # the server answered and closed while we were still sending
+                break
+        try:
+            line = sock.makefile("rb").readline()
+        except (TimeoutError, socket.timeout, OSError):
+            return None, time.perf_counter() - t0
+        return (int(line.split()[1]) if line else None), time.perf_counter() - t0
+
+
+def test_without_the_key_the_body_is_never_read(keyed_server):
+    # an invalid body without a key: 401, not a 422 that describes the body
+    r = post(keyed_server, {"queries": 5})
+    assert r.status_code == 401 and "queries" not in r.text
+    # 50 MiB announced, 1 MiB sent: the 401 comes from the headers alone, while the client is still sending
+    head = b"POST /retrieve HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 52428800\r\n\r\n"
+    status, seconds = raw_exchange(keyed_server, head, [b"[" + b"1," * 500_000])
+    assert status == 401 and seconds < 3
+    assert httpx.get(f"{keyed_server}/health").json() == {"status": "ready"}
+    assert httpx.get(f"{keyed_server}/metrics").status_code == 401  # counters are details too
+    assert httpx.get(f"{keyed_server}/metrics", headers=KEY).status_code == 200
+
+
+def test_oversized_and_never_ending_bodies_get_an_answer(keyed_server):
+    auth = b"Authorization: Bearer s3cret\r\n"
+    # 10 GiB announced, a few bytes sent: 413 at once
+    head = b"POST /retrieve HTTP/1.1\r\nHost: x\r\n" + auth + b"Content-Length: 10737418240\r\n\r\n"
+    status, seconds = raw_exchange(keyed_server, head, [b'{"queries"'])
+    assert status == 413 and seconds < 3
+    # a chunked body that never ends: 408 after the 1 s body timeout, not a connection held for ever
+    head = b"POST /retrieve HTTP/1.1\r\nHost: x\r\n" + auth + b"Transfer-Encoding: chunked\r\n\r\n"
+    status, seconds = raw_exchange(keyed_server, head, [b'5\r\n{"que\r\n'], wait_s=10)
+    assert status == 408 and 0.9 < seconds < 5
+    # a chunked body over the size limit is cut off with 413 (limit 32 MiB by default; 40 MiB sent)
+    chunk = b"x" * (1 << 20)
+    status, _ = raw_exchange(keyed_server, head, [b"%x\r\n%s\r\n" % (len(chunk), chunk)] * 40, wait_s=20)
+    assert status == 413
+    r = post(keyed_server, {"queries": ["river"], "topk": 1}, headers=KEY)
+    assert r.status_code == 200 and len(r.json()["result"][0]) == 1
+
+
+def test_overload_gets_429_with_retry_after_then_recovers(keyed_server):
+    import asyncio
+
+    async def flood():
+        async with httpx.AsyncClient(timeout=60, headers=KEY) as client:
+            requests = [{"queries": [f"who was born in city {i} {j}" for j in range(4)], "topk": 3} for i in range(64)]
+            return await asyncio.gather(*[client.post(f"{keyed_server}/retrieve", json=body) for body in requests])
+
+    answers = asyncio.run(flood())
+    codes = [r.status_code for r in answers]
+    assert set(codes) <= {200, 429} and codes.count(429) > 0 and codes.count(200) > 0, codes
+    busy = next(r for r in answers if r.status_code == 429)
+    assert int(busy.headers["Retry-After"]) >= 1 and "busy" in busy.json()["detail"]
+    for i in range(5):  # the queue drained: everyone is served again
+        assert post(keyed_server, {"queries": [f"river {i}"]}, headers=KEY).status_code == 200
+    text = httpx.get(f"{keyed_server}/metrics", headers=KEY).text
+    assert 'retrieval_rejected_total{reason="overloaded"}' in text
