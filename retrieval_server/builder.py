@@ -36,6 +36,7 @@ class BuildSummary:
     bytes_on_disk: int
     seconds: float
     shards_reused: int
+    index_shards: int = 1  # index_path names them all, comma-separated, in id order
 
     def __str__(self) -> str:
         return (
@@ -119,10 +120,14 @@ def build_dense_index(
     limit: int | None = None,
     use_sentence_transformers: bool = False,
     family: str | None = None,
+    index_shards: int = 1,
 ) -> BuildSummary:
+    """Encode the corpus (resumably, in shards on disk) and write the FAISS index, or ``index_shards``
+    indexes over consecutive id ranges (``retrieval_server.shards``) for an index too big for one host."""
     import faiss
 
     from retrieval_server.index_meta import write_meta
+    from retrieval_server.shards import shard_path, shard_ranges
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
@@ -134,17 +139,25 @@ def build_dense_index(
     emb, reused = encode_corpus(
         corpus, encoder, out_dir / f"shards_{method}", emb_path, shard_size=shard_size, batch_size=batch_size, limit=limit
     )
-    index = build_faiss(emb, index_type)
     path = out_dir / f"{method}_{faiss_type_name(index_type)}.index"
-    faiss.write_index(index, str(path))
-    write_meta(path, encoder)
     n, dim = emb.shape
+    if index_shards == 1:
+        faiss.write_index(build_faiss(emb, index_type), str(path))
+        write_meta(path, encoder)
+        paths = [path]
+    else:
+        paths = []
+        for i, (lo, hi) in enumerate(shard_ranges(n, index_shards)):
+            paths.append(shard_path(path, i, index_shards))
+            faiss.write_index(build_faiss(emb[lo:hi], index_type), str(paths[-1]))
+            write_meta(paths[-1], encoder)
     del emb
     if save_embedding:
         write_meta(emb_path, encoder)
     else:
         emb_path.unlink()
-    return BuildSummary(n, dim, index_type, path, path.stat().st_size, time.perf_counter() - t0, reused)
+    size = sum(p.stat().st_size for p in paths)
+    return BuildSummary(n, dim, index_type, Path(",".join(map(str, paths))), size, time.perf_counter() - t0, reused, len(paths))
 
 
 def build_bm25_index(corpus_path: str | Path, out_dir: str | Path) -> BuildSummary:

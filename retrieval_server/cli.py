@@ -75,9 +75,19 @@ def _backend_loader(args: argparse.Namespace):
     return load
 
 
-def serve(args: argparse.Namespace) -> None:
-    import uvicorn
+def resolve_api_key(args: argparse.Namespace) -> str | None:
+    """``--api-key``, else ``--api-key-file`` (keeps the key off the command line, visible in ps), else the env var."""
+    if args.api_key_file:
+        api_key = Path(args.api_key_file).read_text().strip() or None
+        if api_key is None:
+            raise ValueError(f"--api-key-file {args.api_key_file} is empty")
+        return api_key
+    return args.api_key or os.environ.get(API_KEY_ENV) or None
 
+
+def build_serving_app(args: argparse.Namespace):
+    """Check the serve flags and build the ASGI app (the index loads in the background once it runs);
+    ``serve`` runs it under uvicorn, each Ray Serve replica under Serve."""
     from retrieval_server.app import create_app
 
     if args.retriever == "flashrag" and not args.flashrag_config:
@@ -88,14 +98,10 @@ def serve(args: argparse.Namespace) -> None:
         from retrieval_server.index_meta import family_for_serving
 
         family_for_serving(args.index, args.encoder_family)  # a family the index was not built with: exit 2 now
-    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
-    if args.api_key_file:  # keeps the key off the command line (visible in ps)
-        api_key = Path(args.api_key_file).read_text().strip() or None
-        if api_key is None:
-            raise ValueError(f"--api-key-file {args.api_key_file} is empty")
+    api_key = resolve_api_key(args)
     if args.host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
         logging.warning("serving on %s without --api-key: anyone who can reach this host can query it", args.host)
-    app = create_app(
+    return create_app(
         _backend_loader(args),
         limits=Limits(
             default_topk=args.topk,
@@ -111,7 +117,36 @@ def serve(args: argparse.Namespace) -> None:
         max_wait_ms=args.max_wait_ms,
         batching=not args.no_batching,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+
+
+def serve(args: argparse.Namespace) -> None:
+    if args.ray:
+        from retrieval_server.ray_serve import run
+
+        build_serving_app(args)  # the same checks, here, before any replica starts
+        run(args, args.argv)
+        return
+    import uvicorn
+
+    uvicorn.run(build_serving_app(args), host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+
+
+def serve_config(args: argparse.Namespace) -> None:
+    """Print a Serve config for ``serve deploy`` with these serve flags."""
+    import yaml
+
+    from retrieval_server.ray_serve import DEPLOYMENT
+
+    options = {}
+    for flag, value in zip(args.argv[::1], args.argv[1:] + [None]):
+        if flag.startswith("--"):
+            options[flag[2:].replace("-", "_")] = True if value is None or value.startswith("--") else value
+    config = {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": args.host, "port": args.port},
+        "applications": [{"name": DEPLOYMENT, "route_prefix": "/", "import_path": "retrieval_server.ray_serve:build_app", "args": options}],
+    }
+    print(yaml.safe_dump(config, sort_keys=False), end="")
 
 
 def build_index(args: argparse.Namespace) -> None:
@@ -126,6 +161,7 @@ def build_index(args: argparse.Namespace) -> None:
             args.out,
             index_type=args.index_type,
             shard_size=args.shard_size,
+            index_shards=args.index_shards,
             batch_size=args.batch_size,
             save_embedding=args.save_embedding,
             device=args.device,
@@ -143,7 +179,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="run the /retrieve server")
     s.add_argument(
-        "--index", default=None, help="FAISS .index file, BM25 folder, or raw .memmap (--retriever torch); required but for flashrag"
+        "--index",
+        default=None,
+        help="FAISS .index file (shards: a,b,c in id order), BM25 folder, or raw .memmap (--retriever torch); required but for flashrag",
     )
     s.add_argument("--corpus", default=None, help="jsonl corpus, one {id, contents} per line, row i = index id i")
     s.add_argument(
@@ -207,7 +245,20 @@ def make_parser() -> argparse.ArgumentParser:
         help="queries that may wait for a batch; beyond it requests get 429 with Retry-After",
     )
     s.add_argument("--log-level", default="warning")
+    ray = s.add_argument_group("Ray Serve (--ray): the same app on replicas of a Ray cluster")
+    ray.add_argument("--ray", action="store_true", help="deploy on Ray Serve instead of one uvicorn process")
+    ray.add_argument("--ray-address", default=None, help="cluster to join ('auto': this node's); default: start a local one")
+    ray.add_argument("--replicas", type=int, default=1, help="replicas (the minimum with --max-replicas)")
+    ray.add_argument("--max-replicas", type=int, default=None, help="autoscale up to this many on ongoing requests")
+    ray.add_argument("--target-ongoing-requests", type=float, default=8, help="autoscaling target per replica")
+    ray.add_argument("--max-ongoing-requests", type=int, default=256, help="Serve's per-replica admission limit")
+    ray.add_argument("--num-cpus", type=float, default=1, help="CPUs reserved per replica")
+    ray.add_argument("--num-gpus", type=float, default=0, help="GPUs per replica (fractions share a GPU)")
     s.set_defaults(func=serve)
+    c = sub.add_parser("serve-config", help="print a Ray Serve config (serve deploy) for these serve flags")
+    c.add_argument("--host", default="0.0.0.0")
+    c.add_argument("--port", type=int, default=8000)
+    c.set_defaults(func=serve_config)
 
     b = sub.add_parser("build-index", help="encode a corpus and write a FAISS (or BM25) index")
     b.add_argument("--corpus", required=True)
@@ -224,6 +275,12 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--index-type", default="Flat", help="FAISS factory string (Flat, HNSW64, IVF4096,PQ96) or BM25")
     b.add_argument("--out", required=True, help="output folder")
     b.add_argument("--shard-size", type=int, default=10000, help="passages per resumable embedding shard")
+    b.add_argument(
+        "--index-shards",
+        type=int,
+        default=1,
+        help="write S indexes over consecutive id ranges (serve them as --index a,b,c: exact merge)",
+    )
     b.add_argument("--batch-size", type=int, default=None, help="encoder batch (default: 512 on GPU, 64 on CPU)")
     b.add_argument("--save-embedding", action="store_true", help="also write emb_{method}.memmap (float32 N×dim)")
     b.add_argument("--device", default="auto")
@@ -234,7 +291,15 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve-config"]:  # every flag after it is a serve flag for the replicas
+        known, rest = make_parser().parse_known_args(argv)
+        known.argv = rest
+        make_parser().parse_args(["serve", *rest])  # the serve flags must parse
+        serve_config(known)
+        return
     args = make_parser().parse_args(argv)
+    args.argv = argv[1:]  # the serve flags as given, for Ray Serve replicas
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if getattr(args, "batch_size", 0) is None:
         from retrieval_server.encoder import pick_device

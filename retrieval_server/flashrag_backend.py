@@ -52,6 +52,9 @@ class FlashRAGRetriever:
     def from_config(cls, config_path: str | Path, **overrides: Any) -> "FlashRAGRetriever":
         from flashrag.utils import get_retriever
 
+        from retrieval_server.index import use_blas_for_every_batch
+
+        use_blas_for_every_batch()  # FlashRAG's dense retrievers search FAISS in small batches too
         config = flashrag_config(config_path, {k: v for k, v in overrides.items() if v is not None})
         retriever = get_retriever(config)
         corpus = getattr(retriever, "corpus", None)

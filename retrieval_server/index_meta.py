@@ -13,7 +13,8 @@ from typing import Any, Optional
 
 
 def meta_path(index_path: str | Path) -> Path:
-    return Path(f"{index_path}.meta.json")
+    """``<index>.meta.json``; for shards (``a,b,c``) the first shard's (the builder writes one per shard)."""
+    return Path(f"{str(index_path).split(',')[0]}.meta.json")
 
 
 def write_meta(index_path: str | Path, encoder: Any) -> Path:

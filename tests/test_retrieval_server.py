@@ -497,3 +497,71 @@ def test_overload_gets_429_with_retry_after_then_recovers(keyed_server):
         assert post(keyed_server, {"queries": [f"river {i}"]}, headers=KEY).status_code == 200
     text = httpx.get(f"{keyed_server}/metrics", headers=KEY).text
     assert 'retrieval_rejected_total{reason="overloaded"}' in text
+
+
+def test_loaded_faiss_indexes_search_small_batches_with_blas(dense_index, tmp_path):
+    """faiss-cpu scans query by query below distance_compute_blas_threshold (128,000 in its wheels), ~7x
+    slower than BLAS for the 8-100-query batches a micro-batching server runs (benchmarks/faiss_small_batch.py).
+    Loading an index for serving sets the threshold to 1; results stay those of exact search."""
+    import faiss
+
+    from retrieval_server.index import load_faiss_index
+
+    faiss.cvar.distance_compute_blas_threshold = 128_000
+    index = load_faiss_index(dense_index.index_path)
+    assert faiss.cvar.distance_compute_blas_threshold == 1
+    xb = index.reconstruct_n(0, index.ntotal)
+    queries = xb[:64] + 0.01 * np.random.default_rng(0).standard_normal(xb[:64].shape).astype(np.float32)
+    _, ids = index.search(queries, 3)
+    exact = np.argsort(-(queries @ xb.T), axis=1)[:, :3]
+    assert (ids == exact).mean() > 0.99  # ties aside, the same neighbours as brute force
+
+
+def test_merge_is_exact_and_ties_go_to_the_lower_id():
+    from retrieval_server.shards import ShardedIndex, canonical_order, merge_topk, shard_ranges
+
+    assert shard_ranges(10, 3) == [(0, 3), (3, 7), (7, 10)]
+    # two shards with a tie at the cut: ids 1 (shard 0) and 5 (shard 1, local 0) both score 0.5
+    parts = [(np.array([[0.9, 0.5]]), np.array([[0, 1]])), (np.array([[0.5, -1.0]]), np.array([[0, -1]]))]
+    scores, ids = merge_topk(parts, [0, 5], 3)
+    assert ids.tolist() == [[0, 1, 5]] and scores.tolist() == [[np.float32(0.9), 0.5, 0.5]]
+    assert canonical_order(np.array([[0.1, 0.2]]), np.array([[-1, 7]]), 3)[1].tolist() == [[7, -1, -1]]
+
+    import faiss
+
+    rng = np.random.default_rng(0)
+    xb = rng.standard_normal((1000, 16)).astype(np.float32)
+    xb /= np.linalg.norm(xb, axis=1, keepdims=True)  # unit vectors: a vector's best match is itself
+    xb[500] = xb[20]  # an exact duplicate across shards: a tie the merge must order by id
+    full = faiss.IndexFlatIP(16)
+    full.add(xb)
+    shards = []
+    for lo, hi in shard_ranges(1000, 3):
+        shard = faiss.IndexFlatIP(16)
+        shard.add(xb[lo:hi])
+        shards.append(shard)
+    queries = np.concatenate([xb[[20]], rng.standard_normal((99, 16)).astype(np.float32)])
+    want = canonical_order(*full.search(queries, 10), 10)
+    got = ShardedIndex(shards).search(queries, 10)
+    assert np.array_equal(got[1], want[1]) and np.allclose(got[0], want[0], atol=1e-5)
+    assert got[1][0][:2].tolist() == [20, 500]
+
+
+def test_sharded_index_served_equals_the_unsharded_one(sample_world, minilm_path, tmp_path):
+    """build-index --index-shards 3, served as --index a,b,c: every query's ids and scores equal the
+    unsharded Flat index's, through real server processes."""
+    from retrieval_server.builder import build_dense_index
+    from search_r1_plugin.sandbox.server_process import retrieval_server
+
+    whole = build_dense_index(sample_world["corpus"], minilm_path, tmp_path / "whole", index_type="Flat")
+    sharded = build_dense_index(sample_world["corpus"], minilm_path, tmp_path / "sharded", index_type="Flat", index_shards=3)
+    assert sharded.index_shards == 3 and str(sharded.index_path).count(",") == 2
+    questions = [json.loads(line)["question"] for line in open(sample_world["sample_nq/test"])][:40]
+    answers = []
+    for index in (whole, sharded):
+        args = ["--index", str(index.index_path), "--corpus", str(sample_world["corpus"]), "--encoder", minilm_path]
+        with retrieval_server(args, tmp_path / "server.log") as url:
+            answers.append(post(url, {"queries": questions, "topk": 5, "return_scores": True}).json()["result"])
+    for a, b in zip(*answers):
+        assert [d["document"]["id"] for d in a] == [d["document"]["id"] for d in b]
+        assert np.allclose([d["score"] for d in a], [d["score"] for d in b], atol=1e-5)
