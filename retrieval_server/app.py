@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -156,6 +158,7 @@ def create_app(
             return JSONResponse(body, status_code=200 if state["status"] == "ready" else 503)
         if backend is not None:
             body.update(documents=backend.size, retriever=backend.description)
+        body["instance"] = f"{socket.gethostname()}:{os.getpid()}"  # which process (replica) answered
         if state["error"]:
             body["error"] = state["error"]
         return JSONResponse(body, status_code=200 if state["status"] == "ready" else 503)

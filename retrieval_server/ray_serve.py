@@ -19,7 +19,11 @@ GPU). Memory: one copy of the index per replica (Flat: vectors × dim × 4 B).
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import sys
 import time
+from pathlib import Path
 from typing import Any, Mapping
 
 DEPLOYMENT = "search_r1_retriever"
@@ -37,6 +41,20 @@ def serve_argv(options: Mapping[str, Any]) -> list[str]:
     return argv
 
 
+# flags whose value is a local file or folder: made absolute, since replicas run in other directories
+PATH_FLAGS = ("--index", "--corpus", "--encoder", "--rerank-embeddings", "--flashrag-config", "--api-key-file")
+
+
+def absolute_paths(argv: list[str]) -> list[str]:
+    """The serve flags with every existing local path made absolute (``--index a,b`` part by part)."""
+    out = list(argv)
+    for i, flag in enumerate(out[:-1]):
+        if flag in PATH_FLAGS:
+            parts = out[i + 1].split(",") if flag == "--index" else [out[i + 1]]
+            out[i + 1] = ",".join(str(Path(p).resolve()) if Path(p).exists() else p for p in parts)
+    return out
+
+
 def _replica_app(argv: list[str]):
     """Runs on each replica: parse the serve flags there and build the ASGI app (the index loads in it)."""
     from retrieval_server.cli import build_serving_app, make_parser
@@ -45,12 +63,18 @@ def _replica_app(argv: list[str]):
 
 
 def retriever_deployment(args: argparse.Namespace, argv: list[str]):
-    """The Serve application: one deployment of the retriever app with the replica settings of ``args``."""
+    """The Serve application: one deployment of the retriever app with the replica settings of ``args``.
+    A key from the environment reaches the replicas through their runtime environment, not their flags."""
     from ray import serve
 
+    from retrieval_server.cli import API_KEY_ENV
+
+    actor_options: dict[str, Any] = {"num_cpus": args.num_cpus, "num_gpus": args.num_gpus}
+    if os.environ.get(API_KEY_ENV):
+        actor_options["runtime_env"] = {"env_vars": {API_KEY_ENV: os.environ[API_KEY_ENV]}}
     options: dict[str, Any] = {
         "name": DEPLOYMENT,
-        "ray_actor_options": {"num_cpus": args.num_cpus, "num_gpus": args.num_gpus},
+        "ray_actor_options": actor_options,
         "max_ongoing_requests": args.max_ongoing_requests,
     }
     if args.max_replicas and args.max_replicas > args.replicas:
@@ -61,6 +85,7 @@ def retriever_deployment(args: argparse.Namespace, argv: list[str]):
         }
     else:
         options["num_replicas"] = args.replicas
+    argv = absolute_paths(argv)
     ingress = serve.ingress(lambda: _replica_app(argv))
     return serve.deployment(ingress(), **options).bind()
 
@@ -81,12 +106,18 @@ def run(args: argparse.Namespace, argv: list[str]) -> None:
     import ray
     from ray import serve
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop like Ctrl-C: the application is deleted
     ray.init(address=args.ray_address, ignore_reinit_error=True, include_dashboard=False)
-    serve.start(http_options={"host": args.host, "port": args.port})
-    serve.run(retriever_deployment(args, argv), name=DEPLOYMENT, route_prefix="/")
-    print(f"{DEPLOYMENT}: {args.replicas} replica(s) serving on http://{args.host}:{args.port}/retrieve", flush=True)
     try:
+        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.run(retriever_deployment(args, argv), name=DEPLOYMENT, route_prefix="/")
+        print(f"{DEPLOYMENT}: {args.replicas} replica(s) serving on http://{args.host}:{args.port}/retrieve", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
+        pass
+    finally:
         serve.delete(DEPLOYMENT)
+        if args.ray_address is None:  # the local cluster this command started
+            serve.shutdown()
+            ray.shutdown()

@@ -270,7 +270,10 @@ def server_health(url: str, timeout_s: float = 10.0) -> dict[str, Any]:
         with urllib.request.urlopen(f"{base}/health", timeout=timeout_s) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:  # 503 while loading or after a failed load: the body says why
-        return json.loads(exc.read() or b"{}") or {"status": f"HTTP {exc.code}"}
+        try:
+            return json.loads(exc.read() or b"{}") or {"status": f"HTTP {exc.code}"}
+        except ValueError:  # not our server's answer (e.g. a proxy with nothing deployed yet)
+            return {"status": f"HTTP {exc.code}"}
     except Exception as exc:
         raise RetrievalError(
             f"retrieval server {url} unreachable ({exc}); start it with `search-r1-retriever serve ...` or pass the right URL"

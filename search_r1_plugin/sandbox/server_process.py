@@ -59,8 +59,11 @@ def wait_ready(base_url: str, proc: subprocess.Popen, timeout_s: float = 120.0, 
 
 
 @contextmanager
-def retrieval_server(args: Sequence[str], log_path: str | Path, port: int | None = None, timeout_s: float = 120.0) -> Iterator[str]:
-    """``python -m retrieval_server serve <args>`` on a free port; yields the base URL."""
+def retrieval_server(
+    args: Sequence[str], log_path: str | Path, port: int | None = None, timeout_s: float = 120.0, stop_timeout_s: float = 10.0
+) -> Iterator[str]:
+    """``python -m retrieval_server serve <args>`` on a free port; yields the base URL. Stopped with SIGTERM
+    (a ``--ray`` server then deletes its application and its local cluster) and killed after ``stop_timeout_s``."""
     port = port or free_port()
     base = f"http://127.0.0.1:{port}"
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
@@ -75,6 +78,6 @@ def retrieval_server(args: Sequence[str], log_path: str | Path, port: int | None
     finally:
         proc.terminate()
         try:
-            proc.wait(10)
+            proc.wait(stop_timeout_s)
         except subprocess.TimeoutExpired:
             proc.kill()

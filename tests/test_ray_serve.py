@@ -1,0 +1,147 @@
+"""The retriever on Ray Serve, through its own command (``search-r1-retriever serve --ray``): a local Ray
+cluster with 2 replicas behind Serve's proxy, a replica killed under load, overload, the Serve config."""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+import yaml
+
+from search_r1_plugin.retrieval_client import RetrievalClient
+
+KEY = {"Authorization": "Bearer s3cret"}
+
+
+@pytest.fixture(scope="module")
+def ray_server(sample_world, bm25_index, tmp_path_factory):
+    from search_r1_plugin.sandbox.server_process import retrieval_server
+
+    args = [
+        "--ray",
+        "--replicas",
+        "2",
+        "--num-cpus",
+        "0.5",
+        "--retriever",
+        "bm25",
+        "--index",
+        str(bm25_index.index_path),
+        "--corpus",
+        str(sample_world["corpus"]),
+        "--api-key",
+        "s3cret",
+        "--max-queued",
+        "8",
+        "--max-batch",
+        "4",
+    ]
+    log = tmp_path_factory.mktemp("ray_serve") / "serve.log"
+    with retrieval_server(args, log, timeout_s=240, stop_timeout_s=90) as url:
+        yield url
+
+
+def instances(url, n=40):
+    """Which replica processes answered ``n`` health checks."""
+    return {httpx.get(f"{url}/health", headers=KEY, timeout=10).json()["instance"] for _ in range(n)}
+
+
+def wait_for_replicas(url, count, timeout_s=120):
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            seen = instances(url)
+        except (httpx.HTTPError, KeyError, ValueError):
+            seen = set()
+        if len(seen) == count:
+            return seen
+        time.sleep(1)
+    raise AssertionError(f"{count} replicas not serving after {timeout_s} s: {seen}")
+
+
+def test_two_replicas_serve_the_same_api(ray_server, sample_world):
+    assert len(wait_for_replicas(ray_server, 2)) == 2
+    assert httpx.get(f"{ray_server}/health").json() == {"status": "ready"}  # readiness only without the key
+    assert httpx.post(f"{ray_server}/retrieve", json={"queries": ["a"]}).status_code == 401
+    row = json.loads(open(sample_world["sample_nq/test"]).readline())
+    r = httpx.post(f"{ray_server}/retrieve", json={"queries": [row["question"]], "topk": 3, "return_scores": True}, headers=KEY, timeout=30)
+    assert r.status_code == 200 and any(row["golden_answers"][0] in d["document"]["contents"] for d in r.json()["result"][0])
+    assert "retrieval_requests_total" in httpx.get(f"{ray_server}/metrics", headers=KEY).text
+
+
+def test_a_replica_killed_under_load_is_replaced_and_no_search_is_lost(ray_server, sample_world):
+    rows = [json.loads(line) for line in open(sample_world["sample_nq/test"])]
+    questions = [r["question"] for r in rows][:60]
+    victim = sorted(wait_for_replicas(ray_server, 2))[0]
+
+    async def load():
+        client = RetrievalClient(f"{ray_server}/retrieve", api_key="s3cret", retries=8, backoff_s=0.5, max_wait_ms=1)
+        results = []
+        for lo in range(0, len(questions), 6):  # waves of searches while the replica dies
+            if lo == 12:
+                os.kill(int(victim.split(":")[1]), signal.SIGKILL)
+            results += await asyncio.gather(*[client.search(q, 3) for q in questions[lo : lo + 6]])
+            await asyncio.sleep(0.2)
+        await client.close()
+        return results
+
+    results = asyncio.run(load())
+    # every search answered, each with the documents the index gives for it
+    for question, docs in zip(questions, results):
+        want = httpx.post(
+            f"{ray_server}/retrieve", json={"queries": [question], "topk": 3, "return_scores": True}, headers=KEY, timeout=30
+        ).json()["result"][0]
+        assert [d["document"]["id"] for d in docs] == [d["document"]["id"] for d in want]
+    replaced = wait_for_replicas(ray_server, 2)
+    assert victim not in replaced  # Serve started a new replica in its place
+
+
+def test_overload_is_429_through_the_proxy_then_recovers(ray_server):
+    async def flood():
+        async with httpx.AsyncClient(timeout=60, headers=KEY) as client:
+            bodies = [{"queries": [f"who was born in {i} {j}" for j in range(4)], "topk": 3} for i in range(96)]
+            return await asyncio.gather(*[client.post(f"{ray_server}/retrieve", json=b) for b in bodies])
+
+    codes = [r.status_code for r in asyncio.run(flood())]
+    assert set(codes) <= {200, 429} and codes.count(429) > 0 and codes.count(200) > 0, codes
+    for i in range(4):
+        assert httpx.post(f"{ray_server}/retrieve", json={"queries": [f"river {i}"]}, headers=KEY, timeout=30).status_code == 200
+
+
+def test_serve_config_for_serve_deploy(bm25_index, sample_world):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "retrieval_server",
+            "serve-config",
+            "--port",
+            "8000",
+            "--retriever",
+            "bm25",
+            "--index",
+            str(bm25_index.index_path),
+            "--corpus",
+            str(sample_world["corpus"]),
+            "--replicas",
+            "3",
+            "--no-batching",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    config = yaml.safe_load(out.stdout)
+    app = config["applications"][0]
+    assert app["import_path"] == "retrieval_server.ray_serve:build_app" and config["http_options"]["port"] == 8000
+    assert app["args"]["replicas"] == "3" and app["args"]["no_batching"] is True and app["args"]["retriever"] == "bm25"
+    from retrieval_server.ray_serve import build_app
+
+    application = build_app(app["args"])  # the builder Serve calls with those args
+    assert type(application).__name__ == "Application"
