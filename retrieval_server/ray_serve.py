@@ -76,6 +76,8 @@ def retriever_deployment(args: argparse.Namespace, argv: list[str]):
         "name": DEPLOYMENT,
         "ray_actor_options": actor_options,
         "max_ongoing_requests": args.max_ongoing_requests,
+        # one log line per request costs more than a search of a small index; the server has /metrics
+        "logging_config": {"enable_access_log": False, "log_level": args.log_level.upper()},
     }
     if args.max_replicas and args.max_replicas > args.replicas:
         options["autoscaling_config"] = {
@@ -109,7 +111,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop like Ctrl-C: the application is deleted
     ray.init(address=args.ray_address, ignore_reinit_error=True, include_dashboard=False)
     try:
-        serve.start(http_options={"host": args.host, "port": args.port})
+        # a proxy on every node: each training node can talk to the one on its own host
+        serve.start(proxy_location="EveryNode", http_options={"host": args.host, "port": args.port})
         serve.run(retriever_deployment(args, argv), name=DEPLOYMENT, route_prefix="/")
         print(f"{DEPLOYMENT}: {args.replicas} replica(s) serving on http://{args.host}:{args.port}/retrieve", flush=True)
         while True:

@@ -67,6 +67,8 @@ def test_search_r1_train_runs_main_ppo_with_the_presets():
     cfg = yaml.safe_load(out.stdout.split("\n", 1)[1])  # first line: the command it ran
     assert cfg["trainer"]["experiment_name"] == "search_r1-grpo-qwen2.5-7b-max_turns2-no_mask"
     assert cfg["data"]["max_response_length"] == 3 * 500 + 2 * 500  # the budget follows the turns
+    listed = run("-m", "search_r1_plugin.cli", "presets")
+    assert listed.returncode == 0 and all(f"\n  {name} " in listed.stdout for name in ("ppo", "qwen2.5-7b-base", "no_mask"))
     bad = run("-m", "search_r1_plugin.cli", "train", "grpo", "qwen2.5-7b-bse")
     assert bad.returncode == 2 and bad.stderr.startswith("error: 'qwen2.5-7b-bse' is not a model"), bad.stderr
 
