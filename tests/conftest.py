@@ -66,13 +66,17 @@ def dense_server(sample_world, dense_index, minilm_path, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def bm25_server(sample_world, bm25_index, tmp_path_factory):
+def bm25_args(sample_world, bm25_index):
+    """``serve`` flags for the sample world's BM25 index (fast to load: servers with extra flags add theirs)."""
+    return ["--retriever", "bm25", "--index", str(bm25_index.index_path), "--corpus", str(sample_world["corpus"])]
+
+
+@pytest.fixture(scope="session")
+def bm25_server(bm25_args, tmp_path_factory):
     from search_r1_plugin.sandbox.server_process import retrieval_server
 
     log = tmp_path_factory.mktemp("logs") / "bm25_server.log"
-    with retrieval_server(
-        ["--retriever", "bm25", "--index", str(bm25_index.index_path), "--corpus", str(sample_world["corpus"])], log
-    ) as url:
+    with retrieval_server(bm25_args, log) as url:
         yield url
 
 

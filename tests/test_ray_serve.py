@@ -19,7 +19,7 @@ KEY = {"Authorization": "Bearer s3cret"}
 
 
 @pytest.fixture(scope="module")
-def ray_server(sample_world, bm25_index, tmp_path_factory):
+def ray_server(bm25_args, tmp_path_factory):
     from search_r1_plugin.sandbox.server_process import retrieval_server
 
     args = [
@@ -28,12 +28,7 @@ def ray_server(sample_world, bm25_index, tmp_path_factory):
         "2",
         "--num-cpus",
         "0.5",
-        "--retriever",
-        "bm25",
-        "--index",
-        str(bm25_index.index_path),
-        "--corpus",
-        str(sample_world["corpus"]),
+        *bm25_args,
         "--api-key",
         "s3cret",
         "--max-queued",
@@ -113,7 +108,7 @@ def test_overload_is_429_through_the_proxy_then_recovers(ray_server):
         assert httpx.post(f"{ray_server}/retrieve", json={"queries": [f"river {i}"]}, headers=KEY, timeout=30).status_code == 200
 
 
-def test_serve_config_for_serve_deploy(bm25_index, sample_world):
+def test_serve_config_for_serve_deploy(bm25_args):
     out = subprocess.run(
         [
             sys.executable,
@@ -122,12 +117,7 @@ def test_serve_config_for_serve_deploy(bm25_index, sample_world):
             "serve-config",
             "--port",
             "8000",
-            "--retriever",
-            "bm25",
-            "--index",
-            str(bm25_index.index_path),
-            "--corpus",
-            str(sample_world["corpus"]),
+            *bm25_args,
             "--replicas",
             "3",
             "--no-batching",

@@ -165,18 +165,13 @@ def test_concurrent_requests_are_batched_and_all_answered(dense_server):
     assert batches(after) - batches(before) < 200  # coalesced across requests
 
 
-def test_auth(sample_world, bm25_index, tmp_path):
+def test_auth(bm25_args, tmp_path):
     from search_r1_plugin.sandbox.server_process import retrieval_server
 
     key_file = tmp_path / "key"
     key_file.write_text("s3cret\n")
     args = [
-        "--retriever",
-        "bm25",
-        "--index",
-        str(bm25_index.index_path),
-        "--corpus",
-        str(sample_world["corpus"]),
+        *bm25_args,
         "--api-key-file",
         str(key_file),
     ]
@@ -401,17 +396,12 @@ def test_every_corpus_row_shape_is_answered_as_the_wire_format(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def keyed_server(sample_world, bm25_index, tmp_path_factory):
+def keyed_server(bm25_args, tmp_path_factory):
     """A real server process with a key, a 1 s body timeout and a small queue (for the hostile-client tests)."""
     from search_r1_plugin.sandbox.server_process import retrieval_server
 
     args = [
-        "--retriever",
-        "bm25",
-        "--index",
-        str(bm25_index.index_path),
-        "--corpus",
-        str(sample_world["corpus"]),
+        *bm25_args,
         "--api-key",
         "s3cret",
         "--body-timeout-s",
