@@ -41,18 +41,19 @@ def bm25_index(sample_world, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def dense_server(sample_world, dense_index, minilm_path, tmp_path_factory):
+def dense_args(sample_world, dense_index, minilm_path):
+    """``serve`` flags for the sample world's FAISS Flat index with the offline MiniLM encoder."""
+    return ["--index", str(dense_index.index_path), "--corpus", str(sample_world["corpus"]), "--encoder", minilm_path]
+
+
+@pytest.fixture(scope="session")
+def dense_server(dense_args, tmp_path_factory):
     from search_r1_plugin.sandbox.server_process import retrieval_server
 
     log = tmp_path_factory.mktemp("logs") / "dense_server.log"
     with retrieval_server(
         [
-            "--index",
-            str(dense_index.index_path),
-            "--corpus",
-            str(sample_world["corpus"]),
-            "--encoder",
-            minilm_path,
+            *dense_args,
             "--max-queries",
             "64",
             "--max-query-chars",

@@ -267,7 +267,7 @@ def test_rerank_exact_matches_brute_force():
     assert ids[0, 2] == -1 and set(ids[0, :2]) == {3, 4}
 
 
-def test_server_rerank_from_disk_memmap(sample_world, dense_index, minilm_path, tmp_path):
+def test_server_rerank_from_disk_memmap(sample_world, dense_index, dense_args, minilm_path, tmp_path):
     """The --rerank-embeddings path end to end: results equal exact search over the on-disk vectors."""
     from retrieval_server.encoder import Encoder
     from search_r1_plugin.sandbox.server_process import retrieval_server
@@ -279,12 +279,7 @@ def test_server_rerank_from_disk_memmap(sample_world, dense_index, minilm_path, 
     expected = np.argsort(-(q @ emb.T), axis=1)[:, :3]
     corpus = [json.loads(line)["id"] for line in open(sample_world["corpus"])]
     args = [
-        "--index",
-        str(dense_index.index_path),
-        "--corpus",
-        str(sample_world["corpus"]),
-        "--encoder",
-        minilm_path,
+        *dense_args,
         "--rerank-embeddings",
         str(memmap),
         "--rerank-k",
@@ -303,7 +298,9 @@ def test_serve_checks_its_arguments():
         assert out.returncode == 2 and expected in out.stderr, out.stderr
 
 
-def test_encoder_family_is_recorded_with_the_index_and_wins_over_the_name(dense_index, dense_server, sample_world, minilm_path, tmp_path):
+def test_encoder_family_is_recorded_with_the_index_and_wins_over_the_name(
+    dense_index, dense_args, dense_server, sample_world, minilm_path, tmp_path
+):
     """MiniLM served from a directory whose name says "e5" must not get E5 prefixes: the index says how
     its passages were encoded. Asking for another family than the index's is refused."""
     from search_r1_plugin.sandbox.server_process import retrieval_server
@@ -326,12 +323,7 @@ def test_encoder_family_is_recorded_with_the_index_and_wins_over_the_name(dense_
             "-m",
             "retrieval_server",
             "serve",
-            "--index",
-            str(dense_index.index_path),
-            "--corpus",
-            str(sample_world["corpus"]),
-            "--encoder",
-            minilm_path,
+            *dense_args,
             "--encoder-family",
             "e5",
         ],
