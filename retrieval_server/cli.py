@@ -59,13 +59,18 @@ def _backend_loader(args: argparse.Namespace):
             if args.retriever == "torch":
                 emb = np.memmap(args.index, dtype=np.float32, mode="r").reshape(-1, encoder.dim)
                 index = TorchExactIndex(np.asarray(emb), device=encoder.device)
+            elif getattr(args, "index_factory", None) is not None:  # e.g. shards served by other processes
+                index = args.index_factory()
             else:
                 index = load_faiss_index(args.index, gpu=args.faiss_gpu, nprobe=args.nprobe, ef_search=args.ef_search)
             rerank = None
             if args.rerank_embeddings:
                 rerank = np.memmap(args.rerank_embeddings, dtype=np.float32, mode="r").reshape(-1, encoder.dim)
             retriever = DenseRetriever(encoder, index, rerank_embeddings=rerank, rerank_k=args.rerank_k)
-            desc = f"{args.retriever} {Path(args.index).name} + {args.encoder} ({encoder.family}) on {encoder.device}"
+            where = ", ".join(Path(p).name for p in str(args.index).split(","))
+            if getattr(args, "index_factory", None) is not None:
+                where = f"{len(str(args.index).split(','))} shard deployments ({where})"
+            desc = f"{args.retriever} {where} + {args.encoder} ({encoder.family}) on {encoder.device}"
         if len(retriever) != len(corpus):
             raise ValueError(f"index has {len(retriever)} entries but corpus {args.corpus} has {len(corpus)} passages")
         if args.retriever == "bm25":  # numba/JIT warm-up so the first request is not slow
@@ -254,6 +259,14 @@ def make_parser() -> argparse.ArgumentParser:
     ray.add_argument("--max-ongoing-requests", type=int, default=256, help="Serve's per-replica admission limit")
     ray.add_argument("--num-cpus", type=float, default=1, help="CPUs reserved per replica")
     ray.add_argument("--num-gpus", type=float, default=0, help="GPUs per replica (fractions share a GPU)")
+    ray.add_argument(
+        "--shard-deployments",
+        action="store_true",
+        help="with --index a,b,c: one deployment per shard (no replica holds the whole index); "
+        "the --replicas encode queries, fan each batch out to the shards and merge exactly",
+    )
+    ray.add_argument("--shard-replicas", type=int, default=1, help="replicas of each shard deployment")
+    ray.add_argument("--shard-cpus", type=float, default=1, help="CPUs per shard replica")
     s.set_defaults(func=serve)
     c = sub.add_parser("serve-config", help="print a Ray Serve config (serve deploy) for these serve flags")
     c.add_argument("--host", default="0.0.0.0")

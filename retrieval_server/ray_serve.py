@@ -13,7 +13,11 @@ Two ways in:
   flags under ``args`` (``search-r1-retriever serve-config`` prints one).
 
 Per-replica resources: ``--num-cpus`` / ``--num-gpus`` (fractions allowed, e.g. a spare slice of a training
-GPU). Memory: one copy of the index per replica (Flat: vectors × dim × 4 B).
+GPU; Ray sets a replica's thread count from its CPUs). Memory: one copy of the index per replica (Flat:
+vectors × dim × 4 B) — unless ``--shard-deployments``: then each shard file of ``--index a,b,c`` is its own
+deployment (:class:`ShardSearcher`, ``--shard-replicas`` × ``--shard-cpus``), and the app's replicas hold only
+the encoder and :class:`RemoteShards`, which sends a batch's query vectors to every shard at once and merges
+their answers exactly.
 """
 
 from __future__ import annotations
@@ -55,11 +59,59 @@ def absolute_paths(argv: list[str]) -> list[str]:
     return out
 
 
+class ShardSearcher:
+    """One shard of the index in its own replica: ``search(query vectors, k)`` with local ids."""
+
+    def __init__(self, path: str, nprobe: int | None, ef_search: int | None, gpu: bool) -> None:
+        from retrieval_server.index import load_faiss_index
+
+        self.index = load_faiss_index(path, gpu=gpu, nprobe=nprobe, ef_search=ef_search)
+
+    def info(self) -> dict[str, int]:
+        return {"ntotal": int(self.index.ntotal), "d": int(self.index.d)}
+
+    def search(self, queries, k: int):
+        return self.index.search(queries, k)
+
+
+class RemoteShards:
+    """The shard deployments as one index (``search``, ``ntotal``, ``d``): a batch of query vectors goes to
+    every shard at once and the answers are merged exactly (:func:`retrieval_server.shards.merge_topk`).
+    Called from the batcher's worker thread, so it may block on the handles' results."""
+
+    def __init__(self, names: list[str], app_name: str) -> None:
+        from ray import serve
+
+        self.handles = [serve.get_deployment_handle(name, app_name=app_name) for name in names]
+        infos = [h.info.remote().result() for h in self.handles]
+        dims = {i["d"] for i in infos}
+        if len(dims) != 1:
+            raise ValueError(f"shards have different dimensions: {sorted(dims)}")
+        self.d = dims.pop()
+        sizes = [i["ntotal"] for i in infos]
+        self.offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        self.ntotal = sum(sizes)
+
+    def search(self, queries, k: int):
+        from retrieval_server.shards import merge_topk
+
+        responses = [h.search.remote(queries, k) for h in self.handles]  # fan out first, then wait
+        return merge_topk([r.result() for r in responses], self.offsets, k)
+
+
+def shard_names(args: argparse.Namespace) -> list[str]:
+    return [f"{DEPLOYMENT}_shard{i}" for i in range(len(str(args.index).split(",")))] if args.shard_deployments else []
+
+
 def _replica_app(argv: list[str]):
     """Runs on each replica: parse the serve flags there and build the ASGI app (the index loads in it)."""
     from retrieval_server.cli import build_serving_app, make_parser
 
-    return build_serving_app(make_parser().parse_args(["serve", *argv]))
+    args = make_parser().parse_args(["serve", *argv])
+    names = shard_names(args)
+    if names:
+        args.index_factory = lambda: RemoteShards(names, DEPLOYMENT)
+    return build_serving_app(args)
 
 
 def retriever_deployment(args: argparse.Namespace, argv: list[str]):
@@ -88,8 +140,25 @@ def retriever_deployment(args: argparse.Namespace, argv: list[str]):
     else:
         options["num_replicas"] = args.replicas
     argv = absolute_paths(argv)
-    ingress = serve.ingress(lambda: _replica_app(argv))
-    return serve.deployment(ingress(), **options).bind()
+    ingress = serve.deployment(serve.ingress(lambda: _replica_app(argv))(), **options)
+    shards = []
+    if args.shard_deployments:
+        paths = make_parser_index(argv)
+        for name, path in zip(shard_names(args), paths):
+            shard = serve.deployment(
+                ShardSearcher,
+                name=name,
+                num_replicas=args.shard_replicas,
+                ray_actor_options={"num_cpus": args.shard_cpus, "num_gpus": args.num_gpus if args.faiss_gpu else 0},
+                logging_config={"enable_access_log": False, "log_level": args.log_level.upper()},
+            )
+            shards.append(shard.bind(path, args.nprobe, args.ef_search, args.faiss_gpu))
+    return ingress.bind(*shards)  # shards bound here belong to the application; replicas find them by name
+
+
+def make_parser_index(argv: list[str]) -> list[str]:
+    """The (absolute) shard paths of ``--index a,b,c`` in ``argv``."""
+    return argv[argv.index("--index") + 1].split(",")
 
 
 def build_app(config_args: dict[str, Any]):

@@ -135,3 +135,37 @@ def test_serve_config_for_serve_deploy(bm25_args):
 
     application = build_app(app["args"])  # the builder Serve calls with those args
     assert type(application).__name__ == "Application"
+
+
+def test_one_deployment_per_shard_answers_like_the_unsharded_index(sample_world, minilm_path, dense_server, tmp_path):
+    """build-index --index-shards 3, served as 3 shard deployments behind 1 encoding replica: every query's
+    ids and scores equal the unsharded Flat index's (the session's plain dense server)."""
+    from retrieval_server.builder import build_dense_index
+    from search_r1_plugin.sandbox.server_process import retrieval_server
+
+    sharded = build_dense_index(sample_world["corpus"], minilm_path, tmp_path / "idx", index_type="Flat", index_shards=3)
+    args = [
+        "--ray",
+        "--shard-deployments",
+        "--shard-cpus",
+        "0.25",
+        "--num-cpus",
+        "0.5",
+        "--index",
+        str(sharded.index_path),
+        "--corpus",
+        str(sample_world["corpus"]),
+        "--encoder",
+        minilm_path,
+    ]
+    questions = [json.loads(line)["question"] for line in open(sample_world["sample_nq/test"])][:20]
+    body = {"queries": questions, "topk": 5, "return_scores": True}
+    want = httpx.post(f"{dense_server}/retrieve", json=body, timeout=60).json()["result"]
+    with retrieval_server(args, tmp_path / "serve.log", timeout_s=240, stop_timeout_s=90) as url:
+        got = httpx.post(f"{url}/retrieve", json=body, timeout=60).json()["result"]
+        detail = httpx.get(f"{url}/health").json()
+    assert detail["documents"] == len(open(sample_world["corpus"]).readlines())
+    assert "3 shard deployments" in detail["retriever"]
+    for a, b in zip(got, want):
+        assert [d["document"]["id"] for d in a] == [d["document"]["id"] for d in b]
+        assert all(abs(x["score"] - y["score"]) < 1e-5 for x, y in zip(a, b))
