@@ -9,7 +9,7 @@ retrieval server as a real process → a tiny Qwen2 (tokenizer trained here, a f
 supervised warm start on protocol demonstrations so it searches and answers) →
 ``python -m verl.trainer.main_ppo +search_r1_algo=grpo search_r1_variant=[cpu]`` (verl's TaskRunner, FSDP2 actor and
 reference — and critic with ``--algo ppo`` — rollout ``hf`` running our agent loop, our reward) →
-per-step metrics on the console, ``metrics.jsonl`` (verl's file logger) and ``training_curve.png``.
+per-step metrics on the console, ``main_ppo_metrics.jsonl`` (verl's file logger) and ``training_curve.png``.
 The model is tiny and random-initialised: the run shows the machinery, not a learning curve worth
 reading; the same algorithm without the ``cpu`` variant trains Qwen2.5 on GPUs (README).
 """
