@@ -35,6 +35,8 @@ def ray_server(bm25_args, tmp_path_factory):
         "8",
         "--max-batch",
         "4",
+        "--body-timeout-s",
+        "1",
     ]
     log = tmp_path_factory.mktemp("ray_serve") / "serve.log"
     with retrieval_server(args, log, timeout_s=240, stop_timeout_s=90) as url:
@@ -94,6 +96,25 @@ def test_a_replica_killed_under_load_is_replaced_and_no_search_is_lost(ray_serve
         assert [d["document"]["id"] for d in docs] == [d["document"]["id"] for d in want]
     replaced = wait_for_replicas(ray_server, 2)
     assert victim not in replaced  # Serve started a new replica in its place
+
+
+def test_the_guard_answers_hostile_clients_through_the_proxy(ray_server):
+    """Serve's proxy streams the body to the replica, so the replica's guard answers as early as the plain
+    server's: 401 from the headers while the client is still sending, 413 at once, 408 after the timeout."""
+    from tests.test_retrieval_server import raw_exchange
+
+    head = b"POST /retrieve HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 52428800\r\n\r\n"
+    status, seconds = raw_exchange(ray_server, head, [b"[" + b"1," * 500_000])
+    assert status == 401 and seconds < 3
+    auth = b"Authorization: Bearer s3cret\r\n"
+    status, seconds = raw_exchange(
+        ray_server, b"POST /retrieve HTTP/1.1\r\nHost: x\r\n" + auth + b"Content-Length: 10737418240\r\n\r\n", [b'{"queries"']
+    )
+    assert status == 413 and seconds < 3
+    status, seconds = raw_exchange(
+        ray_server, b"POST /retrieve HTTP/1.1\r\nHost: x\r\n" + auth + b"Transfer-Encoding: chunked\r\n\r\n", [b'5\r\n{"que\r\n'], wait_s=15
+    )
+    assert status == 408 and 0.9 < seconds < 8
 
 
 def test_overload_is_429_through_the_proxy_then_recovers(ray_server):
