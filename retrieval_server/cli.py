@@ -143,7 +143,7 @@ def serve_config(args: argparse.Namespace) -> None:
     from retrieval_server.ray_serve import DEPLOYMENT
 
     options = {}
-    for flag, value in zip(args.argv[::1], args.argv[1:] + [None]):
+    for flag, value in zip(args.argv, args.argv[1:] + [None]):
         if flag.startswith("--"):
             options[flag[2:].replace("-", "_")] = True if value is None or value.startswith("--") else value
     config = {

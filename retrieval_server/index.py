@@ -14,6 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
+from retrieval_server.shards import ShardedIndex, canonical_order
+
 logger = logging.getLogger(__name__)
 
 
@@ -41,8 +43,6 @@ def load_faiss_index(path: str | Path, *, gpu: bool = False, nprobe: int | None 
 
     use_blas_for_every_batch()
     if "," in str(path):
-        from retrieval_server.shards import ShardedIndex
-
         parts = [p for p in str(path).split(",") if p]
         return ShardedIndex([load_faiss_index(p, gpu=gpu, nprobe=nprobe, ef_search=ef_search) for p in parts])
 
@@ -110,8 +110,6 @@ class DenseRetriever:
 
     def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Best ``k`` per query in the canonical order (score descending, ties by id), whatever the index."""
-        from retrieval_server.shards import canonical_order
-
         emb = self.encoder.encode(list(queries), is_query=True, batch_size=256)  # short texts: big batches
         if self.rerank_embeddings is None:
             return canonical_order(*self.index.search(emb, k), k)

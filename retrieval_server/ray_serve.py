@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from retrieval_server.shards import merge_topk
+
 DEPLOYMENT = "search_r1_retriever"
 
 
@@ -93,8 +95,6 @@ class RemoteShards:
         self.ntotal = sum(sizes)
 
     def search(self, queries, k: int):
-        from retrieval_server.shards import merge_topk
-
         responses = [h.search.remote(queries, k) for h in self.handles]  # fan out first, then wait
         return merge_topk([r.result() for r in responses], self.offsets, k)
 
