@@ -56,17 +56,24 @@ def _backend_loader(args: argparse.Namespace):
                 use_sentence_transformers=args.sentence_transformers,
                 family=family_for_serving(args.index, args.encoder_family),
             )
-            if args.retriever == "torch":
-                emb = np.memmap(args.index, dtype=np.float32, mode="r").reshape(-1, encoder.dim)
-                index = TorchExactIndex(np.asarray(emb), device=encoder.device)
-            elif getattr(args, "index_factory", None) is not None:  # e.g. shards served by other processes
-                index = args.index_factory()
-            else:
-                index = load_faiss_index(args.index, gpu=args.faiss_gpu, nprobe=args.nprobe, ef_search=args.ef_search)
             rerank = None
             if args.rerank_embeddings:
                 rerank = np.memmap(args.rerank_embeddings, dtype=np.float32, mode="r").reshape(-1, encoder.dim)
-            retriever = DenseRetriever(encoder, index, rerank_embeddings=rerank, rerank_k=args.rerank_k)
+            if args.retriever == "torch":
+                emb = np.memmap(args.index, dtype=np.float32, mode="r").reshape(-1, encoder.dim)
+                index = TorchExactIndex(np.asarray(emb), device=encoder.device)
+            elif getattr(args, "index_factory", None) is not None:  # e.g. shards served (and re-ranked) elsewhere
+                index = args.index_factory()
+            else:
+                index = load_faiss_index(
+                    args.index,
+                    gpu=args.faiss_gpu,
+                    nprobe=args.nprobe,
+                    ef_search=args.ef_search,
+                    rerank_embeddings=rerank,
+                    rerank_k=args.rerank_k,
+                )
+            retriever = DenseRetriever(encoder, index)
             where = ", ".join(Path(p).name for p in str(args.index).split(","))
             if getattr(args, "index_factory", None) is not None:
                 where = f"{len(str(args.index).split(','))} shard deployments ({where})"
@@ -133,7 +140,11 @@ def serve(args: argparse.Namespace) -> None:
         return
     import uvicorn
 
-    uvicorn.run(build_serving_app(args), host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    from retrieval_server.http_protocol import protocol_with_header_timeout
+
+    app = build_serving_app(args)
+    http = protocol_with_header_timeout(args.header_timeout_s)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False, http=http)
 
 
 def serve_config(args: argparse.Namespace) -> None:
@@ -242,6 +253,12 @@ def make_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--max-topk", type=int, default=100)
     s.add_argument("--max-body-bytes", type=int, default=Limits.max_body_bytes, help="larger request bodies are refused (413) unread")
+    s.add_argument(
+        "--header-timeout-s",
+        type=float,
+        default=Limits.header_timeout_s,
+        help="a request line and headers not received in this time get 408 (plain server; Serve's proxy has its own)",
+    )
     s.add_argument("--body-timeout-s", type=float, default=Limits.body_timeout_s, help="a body not received in this time gets 408")
     s.add_argument(
         "--max-queued",

@@ -34,18 +34,45 @@ def use_blas_for_every_batch() -> None:
     faiss.cvar.distance_compute_blas_threshold = 1
 
 
-def load_faiss_index(path: str | Path, *, gpu: bool = False, nprobe: int | None = None, ef_search: int | None = None):
+def load_faiss_index(
+    path: str | Path,
+    *,
+    gpu: bool = False,
+    nprobe: int | None = None,
+    ef_search: int | None = None,
+    rerank_embeddings: np.ndarray | None = None,
+    rerank_k: int = 100,
+):
     """Read a FAISS index (e.g. the original ``e5_Flat.index``), optionally sharded over all GPUs in fp16.
 
-    Several paths, comma-separated in id order (the builder's ``--shards``), load as one
-    :class:`~retrieval_server.shards.ShardedIndex` with an exact merge."""
+    Several paths, comma-separated in id order (the builder's ``--index-shards``), load as one
+    :class:`~retrieval_server.shards.ShardedIndex` with an exact merge. With ``rerank_embeddings`` (all N
+    vectors, e.g. the builder's ``emb_<method>.memmap``) every shard re-scores its own candidates from its
+    slice of them (:class:`RerankedIndex`), so the merge compares exact scores."""
+    if "," in str(path):
+        parts = [load_faiss_index(p, gpu=gpu, nprobe=nprobe, ef_search=ef_search) for p in str(path).split(",") if p]
+        if rerank_embeddings is not None:
+            check_rerank_rows(rerank_embeddings, sum(int(p.ntotal) for p in parts), path)
+            offsets = np.cumsum([0] + [int(p.ntotal) for p in parts])
+            parts = [RerankedIndex(p, rerank_embeddings[lo:hi], rerank_k) for p, lo, hi in zip(parts, offsets[:-1], offsets[1:])]
+        return ShardedIndex(parts)
+    index = read_faiss_index(path, gpu=gpu, nprobe=nprobe, ef_search=ef_search)
+    if rerank_embeddings is not None:
+        check_rerank_rows(rerank_embeddings, int(index.ntotal), path)
+        return RerankedIndex(index, rerank_embeddings, rerank_k)
+    return index
+
+
+def check_rerank_rows(embeddings: np.ndarray, ntotal: int, path) -> None:
+    if len(embeddings) != ntotal:
+        raise ValueError(f"--rerank-embeddings has {len(embeddings)} vectors but the index {path} has {ntotal}: not the same corpus")
+
+
+def read_faiss_index(path: str | Path, *, gpu: bool = False, nprobe: int | None = None, ef_search: int | None = None):
+    """One FAISS index file with its search-time settings, moved to the GPUs (fp16) with ``gpu``."""
     import faiss
 
     use_blas_for_every_batch()
-    if "," in str(path):
-        parts = [p for p in str(path).split(",") if p]
-        return ShardedIndex([load_faiss_index(p, gpu=gpu, nprobe=nprobe, ef_search=ef_search) for p in parts])
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"FAISS index not found: {path}")
@@ -85,25 +112,38 @@ def rerank_exact(queries: np.ndarray, ids: np.ndarray, embeddings: np.ndarray, k
             vecs = np.empty((len(rows), embeddings.shape[1]), dtype=np.float32)
             vecs[order] = embeddings[rows[order]]
             scores[i, valid] = vecs @ queries[i]
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    out_ids = np.take_along_axis(ids, top, 1)
-    out_scores = np.take_along_axis(scores, top, 1)
-    out_ids[~np.isfinite(out_scores)] = -1
-    return out_scores, out_ids
+    return canonical_order(scores, np.where(np.isfinite(scores), ids, -1), k)
+
+
+class RerankedIndex:
+    """A compressed index (IVF-PQ, …) whose best ``rerank_k`` candidates are re-scored exactly.
+
+    ``search`` has the index's interface and local ids, so a shard of a sharded index can be one: each
+    shard re-ranks its own candidates from its own slice of the vectors (reads spread over the shards'
+    hosts), and the exact merge then compares exact scores."""
+
+    def __init__(self, index, embeddings: np.ndarray, rerank_k: int = 100) -> None:
+        if embeddings.shape != (index.ntotal, index.d):
+            raise ValueError(f"re-rank embeddings have shape {embeddings.shape}, index has {index.ntotal} × {index.d}")
+        self.index = index
+        self.embeddings = embeddings
+        self.rerank_k = rerank_k
+        self.d = int(index.d)
+        self.ntotal = int(index.ntotal)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        _, candidates = self.index.search(queries, max(k, self.rerank_k))
+        return rerank_exact(queries, candidates, self.embeddings, k)
 
 
 class DenseRetriever:
-    """Encode queries, then one FAISS ``search`` for the whole batch (optionally re-ranked exactly)."""
+    """Encode queries, then one index ``search`` for the whole batch."""
 
-    def __init__(self, encoder, index, rerank_embeddings: np.ndarray | None = None, rerank_k: int = 100) -> None:
+    def __init__(self, encoder, index) -> None:
         self.encoder = encoder
         self.index = index
-        self.rerank_embeddings = rerank_embeddings
-        self.rerank_k = rerank_k
         if index.d != encoder.dim:
             raise ValueError(f"index dimension {index.d} != encoder dimension {encoder.dim}: was the index built with another encoder?")
-        if rerank_embeddings is not None and rerank_embeddings.shape != (index.ntotal, index.d):
-            raise ValueError(f"re-rank embeddings have shape {rerank_embeddings.shape}, index has {index.ntotal} × {index.d}")
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
@@ -111,10 +151,7 @@ class DenseRetriever:
     def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Best ``k`` per query in the canonical order (score descending, ties by id), whatever the index."""
         emb = self.encoder.encode(list(queries), is_query=True, batch_size=256)  # short texts: big batches
-        if self.rerank_embeddings is None:
-            return canonical_order(*self.index.search(emb, k), k)
-        _, cand = self.index.search(emb, max(k, self.rerank_k))
-        return rerank_exact(emb, cand, self.rerank_embeddings, k)
+        return canonical_order(*self.index.search(emb, k), k)
 
 
 class TorchExactIndex:

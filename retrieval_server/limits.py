@@ -15,6 +15,9 @@ class Limits:
     max_query_chars: int = 8192
     # A request body over this size is refused (413) before it is read: 16,384 queries of 2 KB fit.
     max_body_bytes: int = 32 * 2**20
+    # A request's line and headers must arrive within this many seconds of the connection opening or the
+    # previous response ending (408), so silent or trickling connections are closed.
+    header_timeout_s: float = 10.0
     # The whole body must arrive within this many seconds (408), so a stalled client holds nothing.
     body_timeout_s: float = 10.0
     # Queries that may wait for a batch; beyond it a request is answered 429 with Retry-After.

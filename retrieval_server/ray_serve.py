@@ -62,12 +62,28 @@ def absolute_paths(argv: list[str]) -> list[str]:
 
 
 class ShardSearcher:
-    """One shard of the index in its own replica: ``search(query vectors, k)`` with local ids."""
+    """Shard ``i`` of ``shards`` in its own replica: ``search(query vectors, k)`` with local ids. With
+    ``rerank_path`` (all N vectors) the shard re-scores its candidates from its own id range of them — the
+    builder's split (:func:`~retrieval_server.shards.shard_ranges`) — so only that slice is read here."""
 
-    def __init__(self, path: str, nprobe: int | None, ef_search: int | None, gpu: bool) -> None:
-        from retrieval_server.index import load_faiss_index
+    def __init__(
+        self, path: str, i: int, shards: int, nprobe: int | None, ef_search: int | None, gpu: bool, rerank_path: str | None, rerank_k: int
+    ) -> None:
+        import numpy as np
 
-        self.index = load_faiss_index(path, gpu=gpu, nprobe=nprobe, ef_search=ef_search)
+        from retrieval_server.index import RerankedIndex, read_faiss_index
+        from retrieval_server.shards import shard_ranges
+
+        self.index = read_faiss_index(path, gpu=gpu, nprobe=nprobe, ef_search=ef_search)
+        if rerank_path:
+            vectors = np.memmap(rerank_path, dtype=np.float32, mode="r").reshape(-1, self.index.d)
+            lo, hi = shard_ranges(len(vectors), shards)[i]
+            if hi - lo != self.index.ntotal:
+                raise ValueError(
+                    f"shard {i} of {shards} ({path}) has {self.index.ntotal} vectors, but ids {lo}-{hi} of "
+                    f"{rerank_path} belong to it: shards and re-rank vectors are not from the same build"
+                )
+            self.index = RerankedIndex(self.index, vectors[lo:hi], rerank_k)
 
     def info(self) -> dict[str, int]:
         return {"ntotal": int(self.index.ntotal), "d": int(self.index.d)}
@@ -144,7 +160,8 @@ def retriever_deployment(args: argparse.Namespace, argv: list[str]):
     shards = []
     if args.shard_deployments:
         paths = make_parser_index(argv)
-        for name, path in zip(shard_names(args), paths):
+        rerank_path = argv[argv.index("--rerank-embeddings") + 1] if "--rerank-embeddings" in argv else None  # absolute
+        for i, (name, path) in enumerate(zip(shard_names(args), paths)):
             shard = serve.deployment(
                 ShardSearcher,
                 name=name,
@@ -152,7 +169,7 @@ def retriever_deployment(args: argparse.Namespace, argv: list[str]):
                 ray_actor_options={"num_cpus": args.shard_cpus, "num_gpus": args.num_gpus if args.faiss_gpu else 0},
                 logging_config={"enable_access_log": False, "log_level": args.log_level.upper()},
             )
-            shards.append(shard.bind(path, args.nprobe, args.ef_search, args.faiss_gpu))
+            shards.append(shard.bind(path, i, len(paths), args.nprobe, args.ef_search, args.faiss_gpu, rerank_path, args.rerank_k))
     return ingress.bind(*shards)  # shards bound here belong to the application; replicas find them by name
 
 

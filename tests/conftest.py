@@ -34,6 +34,27 @@ def dense_index(sample_world, minilm_path, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def approximate_shards(sample_world, minilm_path, dense_index, tmp_path_factory):
+    """``build-index --index-shards 3`` with HNSW32 and IVF4,PQ16x4 (embeddings reused from ``dense_index``),
+    and the vectors for re-ranking: ``{"HNSW32": "a,b,c", "IVF4,PQ16x4": "a,b,c", "vectors": memmap}``."""
+    import shutil
+
+    from retrieval_server.builder import build_dense_index
+
+    out = tmp_path_factory.mktemp("approximate_shards")
+    shutil.copytree(dense_index.index_path.parent / "shards_minilm", out / "shards_minilm")
+    paths = {}
+    for factory in ("HNSW32", "IVF4,PQ16x4"):
+        summary = build_dense_index(
+            sample_world["corpus"], minilm_path, out, index_type=factory, shard_size=50, index_shards=3, save_embedding=True
+        )
+        assert summary.shards_reused == summary.passages // 50 + (summary.passages % 50 > 0)  # nothing re-encoded
+        paths[factory] = str(summary.index_path)
+    paths["vectors"] = str(out / "emb_minilm.memmap")
+    return paths
+
+
+@pytest.fixture(scope="session")
 def bm25_index(sample_world, tmp_path_factory):
     from retrieval_server.builder import build_bm25_index
 

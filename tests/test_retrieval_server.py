@@ -389,13 +389,15 @@ def test_every_corpus_row_shape_is_answered_as_the_wire_format(tmp_path):
 
 @pytest.fixture(scope="module")
 def keyed_server(bm25_args, tmp_path_factory):
-    """A real server process with a key, a 1 s body timeout and a small queue (for the hostile-client tests)."""
+    """A real server process with a key, 1 s header and body timeouts and a small queue (for the hostile-client tests)."""
     from search_r1_plugin.sandbox.server_process import retrieval_server
 
     args = [
         *bm25_args,
         "--api-key",
         "s3cret",
+        "--header-timeout-s",
+        "1",
         "--body-timeout-s",
         "1",
         "--max-queued",
@@ -460,6 +462,39 @@ def test_oversized_and_never_ending_bodies_get_an_answer(keyed_server):
     assert status == 413
     r = post(keyed_server, {"queries": ["river"], "topk": 1}, headers=KEY)
     assert r.status_code == 200 and len(r.json()["result"][0]) == 1
+
+
+def test_silent_and_trickling_connections_are_closed_after_the_header_timeout(keyed_server):
+    """A connection that sends nothing, or its headers a byte at a time (slowloris), gets 408 once the 1 s
+    header timeout passes, although bytes keep coming; a keep-alive client between requests is not cut."""
+    import socket
+    import time
+
+    host, port = keyed_server.split("//")[1].split(":")
+
+    def status_after(parts, pause_s):
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            t0 = time.perf_counter()
+            for part in parts:
+                try:
+                    sock.sendall(part)
+                except OSError:
+                    break
+                time.sleep(pause_s)
+            line = sock.makefile("rb").readline()
+            return (int(line.split()[1]) if line else None), time.perf_counter() - t0
+
+    status, seconds = status_after([], 0)
+    assert status == 408 and 0.9 < seconds < 5
+    trickle = [bytes([b]) for b in b"POST /retrieve HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n"]
+    status, seconds = status_after(trickle, 0.1)  # 5 s of headers if it were let through
+    assert status == 408 and 0.9 < seconds < 4
+
+    with httpx.Client(headers=KEY, timeout=10) as client:  # one connection, requests 0.5 s apart
+        for i in range(3):
+            assert client.post(f"{keyed_server}/retrieve", json={"queries": [f"river {i}"], "topk": 1}).status_code == 200
+            time.sleep(0.5)
+        assert client.get(f"{keyed_server}/health").status_code == 200
 
 
 def test_overload_gets_429_with_retry_after_then_recovers(keyed_server):
@@ -547,3 +582,99 @@ def test_sharded_index_served_equals_the_unsharded_one(sample_world, minilm_path
     for a, b in zip(*answers):
         assert [d["document"]["id"] for d in a] == [d["document"]["id"] for d in b]
         assert np.allclose([d["score"] for d in a], [d["score"] for d in b], atol=1e-5)
+
+
+def exact_top(queries: np.ndarray, vectors: np.ndarray, k: int):
+    from retrieval_server.shards import canonical_order
+
+    scores = queries @ vectors.T
+    return canonical_order(scores, np.broadcast_to(np.arange(len(vectors)), scores.shape), k)
+
+
+def shard_queries(sample_world, minilm_path, n=60):
+    from retrieval_server.encoder import Encoder
+
+    questions = [json.loads(line)["question"] for line in open(sample_world["sample_nq/test"])][:n]
+    return Encoder(minilm_path).encode(questions, is_query=True)
+
+
+def recall(got_ids, want_ids) -> float:
+    return float(np.mean([len(set(g) & set(w)) / len(w) for g, w in zip(got_ids, want_ids)]))
+
+
+def ray_path_search(paths: str, queries, k, **kw):
+    """What shard deployments compute: each shard in a ShardSearcher (the Serve deployment's class), merged."""
+    from retrieval_server.ray_serve import ShardSearcher
+    from retrieval_server.shards import merge_topk
+
+    files = paths.split(",")
+    searchers = [
+        ShardSearcher(p, i, len(files), kw.get("nprobe"), kw.get("ef_search"), False, kw.get("rerank_path"), kw.get("rerank_k", 100))
+        for i, p in enumerate(files)
+    ]
+    offsets = np.cumsum([0] + [s.info()["ntotal"] for s in searchers[:-1]])
+    return merge_topk([s.search(queries, k) for s in searchers], offsets, k)
+
+
+def test_hnsw_shards_merge_on_exact_scores(approximate_shards, sample_world, minilm_path):
+    """HNSW shards (Flat storage) score their hits exactly, so the merge ranks true inner products: recall
+    against brute force stays high, and the Serve shard path answers exactly like the in-process one."""
+    from retrieval_server.index import load_faiss_index
+    from retrieval_server.shards import canonical_order
+
+    vectors = np.memmap(approximate_shards["vectors"], dtype=np.float32, mode="r").reshape(-1, 384)
+    q = shard_queries(sample_world, minilm_path)
+    _, want = exact_top(q, vectors, 5)
+    scores, ids = canonical_order(*load_faiss_index(approximate_shards["HNSW32"], ef_search=64).search(q, 5), 5)
+    assert recall(ids, want) >= 0.95
+    assert np.allclose(scores, np.einsum("qd,qkd->qk", q, vectors[ids]), atol=1e-4)  # true scores of the hits
+    assert np.array_equal(ray_path_search(approximate_shards["HNSW32"], q, 5, ef_search=64)[1], ids)
+
+
+def test_ivfpq_shards_rerank_their_own_candidates(approximate_shards, sample_world, minilm_path):
+    """IVF-PQ shards re-rank their candidates from their own slice of the vectors: with every list probed and
+    every passage a candidate the result is brute force id for id; at realistic settings the scores are still
+    exact and recall beats the PQ codes alone. A shard given vectors of another split is refused."""
+    from retrieval_server.index import load_faiss_index
+    from retrieval_server.ray_serve import ShardSearcher
+    from retrieval_server.shards import canonical_order
+
+    vectors = np.memmap(approximate_shards["vectors"], dtype=np.float32, mode="r").reshape(-1, 384)
+    paths = approximate_shards["IVF4,PQ16x4"]
+    q = shard_queries(sample_world, minilm_path)
+    want_scores, want = exact_top(q, vectors, 5)
+
+    exhaustive = load_faiss_index(paths, nprobe=4, rerank_embeddings=vectors, rerank_k=len(vectors))
+    scores, ids = exhaustive.search(q, 5)
+    assert np.array_equal(ids, want) and np.allclose(scores, want_scores, atol=1e-4)
+    served = ray_path_search(paths, q, 5, nprobe=4, rerank_path=approximate_shards["vectors"], rerank_k=len(vectors))
+    assert np.array_equal(served[1], want)
+
+    scores, ids = load_faiss_index(paths, nprobe=3, rerank_embeddings=vectors, rerank_k=20).search(q, 5)
+    assert np.allclose(scores, np.einsum("qd,qkd->qk", q, vectors[ids]), atol=1e-4)
+    _, codes_only = canonical_order(*load_faiss_index(paths, nprobe=3).search(q, 5), 5)
+    assert recall(ids, want) >= 0.9 and recall(ids, want) > recall(codes_only, want)
+    assert np.array_equal(ray_path_search(paths, q, 5, nprobe=3, rerank_path=approximate_shards["vectors"], rerank_k=20)[1], ids)
+
+    first = paths.split(",")[0]
+    with pytest.raises(ValueError, match="not from the same build"):
+        ShardSearcher(first, 0, 2, None, None, False, approximate_shards["vectors"], 30)
+    with pytest.raises(ValueError, match="not the same corpus"):
+        load_faiss_index(paths, rerank_embeddings=vectors[:-1])
+
+
+def test_sharded_ivfpq_with_rerank_served_equals_flat(approximate_shards, dense_server, sample_world, minilm_path, tmp_path):
+    """The server process with ``--index a,b,c --rerank-embeddings``: the same answers as the unsharded Flat
+    server when every list is probed and every passage re-ranked."""
+    from search_r1_plugin.sandbox.server_process import retrieval_server
+
+    questions = [json.loads(line)["question"] for line in open(sample_world["sample_nq/test"])][:30]
+    body = {"queries": questions, "topk": 5, "return_scores": True}
+    want = post(dense_server, body).json()["result"]
+    args = ["--index", approximate_shards["IVF4,PQ16x4"], "--corpus", str(sample_world["corpus"]), "--encoder", minilm_path]
+    args += ["--nprobe", "4", "--rerank-embeddings", approximate_shards["vectors"], "--rerank-k", "4000"]
+    with retrieval_server(args, tmp_path / "server.log") as url:
+        got = post(url, body).json()["result"]
+    for a, b in zip(got, want):
+        assert [d["document"]["id"] for d in a] == [d["document"]["id"] for d in b]
+        assert np.allclose([d["score"] for d in a], [d["score"] for d in b], atol=1e-4)
