@@ -88,8 +88,14 @@ def create_app(
     max_batch: int = 512,
     max_wait_ms: float = 2.0,
     batching: bool = True,
+    load_before_serving: bool = False,
 ) -> Any:
-    """The ASGI app (FastAPI behind the request guard)."""
+    """The ASGI app (FastAPI behind the request guard).
+
+    The index loads in the background after the port opens (``/health`` says ``loading``), unless
+    ``load_before_serving``: then the app's startup waits for it and fails if it fails. A Ray Serve replica
+    needs that, since Serve sends traffic to a replica as soon as its startup ends (a replica added by
+    autoscaling or replacing a dead one would otherwise answer 503 while it loads)."""
     limits = limits or Limits()
     metrics = ServerMetrics()
     state: dict[str, Any] = {"status": "loading", "backend": None, "batcher": None, "error": None}
@@ -117,6 +123,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         task = asyncio.get_running_loop().create_task(load())
+        if load_before_serving:
+            await task
+            if state["status"] == "failed":
+                raise RuntimeError(f"loading the retriever failed: {state['error']}")
         yield
         task.cancel()
         if state["batcher"] is not None:

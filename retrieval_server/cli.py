@@ -97,9 +97,10 @@ def resolve_api_key(args: argparse.Namespace) -> str | None:
     return args.api_key or os.environ.get(API_KEY_ENV) or None
 
 
-def build_serving_app(args: argparse.Namespace):
-    """Check the serve flags and build the ASGI app (the index loads in the background once it runs);
-    ``serve`` runs it under uvicorn, each Ray Serve replica under Serve."""
+def build_serving_app(args: argparse.Namespace, load_before_serving: bool = False):
+    """Check the serve flags and build the ASGI app (the index loads in the background once it runs, or
+    before it serves with ``load_before_serving``); ``serve`` runs it under uvicorn, each Ray Serve replica
+    under Serve."""
     from retrieval_server.app import create_app
 
     if args.retriever == "flashrag" and not args.flashrag_config:
@@ -128,6 +129,7 @@ def build_serving_app(args: argparse.Namespace):
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
         batching=not args.no_batching,
+        load_before_serving=load_before_serving,
     )
 
 
@@ -273,6 +275,8 @@ def make_parser() -> argparse.ArgumentParser:
     ray.add_argument("--replicas", type=int, default=1, help="replicas (the minimum with --max-replicas)")
     ray.add_argument("--max-replicas", type=int, default=None, help="autoscale up to this many on ongoing requests")
     ray.add_argument("--target-ongoing-requests", type=float, default=8, help="autoscaling target per replica")
+    ray.add_argument("--upscale-delay-s", type=float, default=30, help="autoscaling: load above target this long adds replicas")
+    ray.add_argument("--downscale-delay-s", type=float, default=600, help="autoscaling: load below target this long removes replicas")
     ray.add_argument("--max-ongoing-requests", type=int, default=256, help="Serve's per-replica admission limit")
     ray.add_argument("--num-cpus", type=float, default=1, help="CPUs reserved per replica")
     ray.add_argument("--num-gpus", type=float, default=0, help="GPUs per replica (fractions share a GPU)")

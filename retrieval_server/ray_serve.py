@@ -127,7 +127,7 @@ def _replica_app(argv: list[str]):
     names = shard_names(args)
     if names:
         args.index_factory = lambda: RemoteShards(names, DEPLOYMENT)
-    return build_serving_app(args)
+    return build_serving_app(args, load_before_serving=True)  # Serve routes to a replica once its startup ends
 
 
 def retriever_deployment(args: argparse.Namespace, argv: list[str]):
@@ -152,6 +152,8 @@ def retriever_deployment(args: argparse.Namespace, argv: list[str]):
             "min_replicas": args.replicas,
             "max_replicas": args.max_replicas,
             "target_ongoing_requests": args.target_ongoing_requests,
+            "upscale_delay_s": args.upscale_delay_s,
+            "downscale_delay_s": args.downscale_delay_s,
         }
     else:
         options["num_replicas"] = args.replicas

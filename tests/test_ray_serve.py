@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -127,6 +128,37 @@ def test_overload_is_429_through_the_proxy_then_recovers(ray_server):
     assert set(codes) <= {200, 429} and codes.count(429) > 0 and codes.count(200) > 0, codes
     for i in range(4):
         assert httpx.post(f"{ray_server}/retrieve", json={"queries": [f"river {i}"]}, headers=KEY, timeout=30).status_code == 200
+
+
+def test_autoscaling_adds_a_replica_under_load_and_removes_it_after(bm25_args, tmp_path):
+    """--replicas 1 --max-replicas 2 with a target of 1 ongoing request: 8 clients in a loop make Serve start
+    a second replica (a new process answers /health); when the load stops, Serve goes back to one."""
+    from search_r1_plugin.sandbox.server_process import retrieval_server
+
+    args = ["--ray", "--replicas", "1", "--max-replicas", "2", "--target-ongoing-requests", "1", "--num-cpus", "0.5", *bm25_args]
+    args += ["--upscale-delay-s", "1", "--downscale-delay-s", "2"]
+    with retrieval_server(args, tmp_path / "serve.log", timeout_s=240, stop_timeout_s=90) as url:
+        first = wait_for_replicas(url, 1)
+        stop = threading.Event()
+        codes = []
+
+        def client():
+            with httpx.Client(timeout=30) as http:
+                while not stop.is_set():
+                    codes.append(http.post(f"{url}/retrieve", json={"queries": ["river"] * 8, "topk": 3}).status_code)
+
+        clients = [threading.Thread(target=client) for _ in range(8)]
+        for thread in clients:
+            thread.start()
+        try:
+            scaled = wait_for_replicas(url, 2, timeout_s=120)
+        finally:
+            stop.set()
+            for thread in clients:
+                thread.join()
+        assert first < scaled  # the first replica stays; a new one joins
+        assert codes and set(codes) == {200}  # a replica that joins is ready before it gets traffic
+        assert len(wait_for_replicas(url, 1, timeout_s=120)) == 1
 
 
 def test_serve_config_for_serve_deploy(bm25_args):
