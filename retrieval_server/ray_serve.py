@@ -17,7 +17,10 @@ GPU; Ray sets a replica's thread count from its CPUs). Memory: one copy of the i
 vectors × dim × 4 B) — unless ``--shard-deployments``: then each shard file of ``--index a,b,c`` is its own
 deployment (:class:`ShardSearcher`, ``--shard-replicas`` × ``--shard-cpus``), and the app's replicas hold only
 the encoder and :class:`RemoteShards`, which sends a batch's query vectors to every shard at once and merges
-their answers exactly.
+their answers exactly (with ``--rerank-embeddings``, compressed shards re-rank their own candidates first).
+
+A replica loads its index before its startup ends, so Serve sends it no traffic until it can answer: replicas
+added by autoscaling or replacing a dead one never answer 503 ``loading``.
 """
 
 from __future__ import annotations
