@@ -7,7 +7,9 @@ connection of the server's for ever. The request guard (:mod:`retrieval_server.g
 but only once the headers are complete and the app sees the request; this bounds what comes before.
 
 The deadline starts when the connection opens and again when a response ends (the next request's head);
-it is cleared when the headers are complete. On expiry the client gets ``408`` and the connection closes.
+it is cleared when the headers are complete. On expiry the connection closes: with a ``408`` when part of a
+request had arrived, silently when nothing had (an idle keep-alive connection, which a client's pool may
+reuse at that moment, must not read an answer to a request it never sent).
 It is a subclass of uvicorn's own httptools protocol, passed to uvicorn as its ``http`` class: uvicorn has
 no setting for it (``docs/upstream.md``).
 """
@@ -31,6 +33,11 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
     header_timeout_s: float = 10.0
     _head_deadline: asyncio.TimerHandle | None = None
+    _head_started = False  # bytes of the next request arrived since the deadline was armed
+
+    def data_received(self, data: bytes) -> None:
+        self._head_started = True
+        super().data_received(data)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -51,6 +58,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
     def _arm_head_deadline(self) -> None:
         self._clear_head_deadline()
+        self._head_started = False
         self._head_deadline = self.loop.call_later(self.header_timeout_s, self._head_timed_out)
 
     def _clear_head_deadline(self) -> None:
@@ -62,7 +70,8 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         self._head_deadline = None
         request_running = self.cycle is not None and not self.cycle.response_complete
         if not request_running and not self.transport.is_closing():
-            self.transport.write(request_timeout_response(self.header_timeout_s))
+            if self._head_started:
+                self.transport.write(request_timeout_response(self.header_timeout_s))
             self.transport.close()
 
 
