@@ -56,15 +56,15 @@ def _backend_loader(args: argparse.Namespace):
                 use_sentence_transformers=args.sentence_transformers,
                 family=family_for_serving(args.index, args.encoder_family),
             )
-            rerank = None
-            if args.rerank_embeddings:
-                rerank = np.memmap(args.rerank_embeddings, dtype=np.float32, mode="r").reshape(-1, encoder.dim)
             if args.retriever == "torch":
                 emb = np.memmap(args.index, dtype=np.float32, mode="r").reshape(-1, encoder.dim)
                 index = TorchExactIndex(np.asarray(emb), device=encoder.device)
             elif getattr(args, "index_factory", None) is not None:  # e.g. shards served (and re-ranked) elsewhere
                 index = args.index_factory()
             else:
+                rerank = None
+                if args.rerank_embeddings:
+                    rerank = np.memmap(args.rerank_embeddings, dtype=np.float32, mode="r").reshape(-1, encoder.dim)
                 index = load_faiss_index(
                     args.index,
                     gpu=args.faiss_gpu,

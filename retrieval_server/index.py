@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from retrieval_server.shards import ShardedIndex, canonical_order
+from retrieval_server.shards import ShardedIndex, canonical_order, shard_offsets
 
 logger = logging.getLogger(__name__)
 
@@ -52,20 +52,15 @@ def load_faiss_index(
     if "," in str(path):
         parts = [load_faiss_index(p, gpu=gpu, nprobe=nprobe, ef_search=ef_search) for p in str(path).split(",") if p]
         if rerank_embeddings is not None:
-            check_rerank_rows(rerank_embeddings, sum(int(p.ntotal) for p in parts), path)
-            offsets = np.cumsum([0] + [int(p.ntotal) for p in parts])
-            parts = [RerankedIndex(p, rerank_embeddings[lo:hi], rerank_k) for p, lo, hi in zip(parts, offsets[:-1], offsets[1:])]
+            sizes = [int(p.ntotal) for p in parts]
+            if len(rerank_embeddings) != sum(sizes):  # each slice could still fit its shard
+                raise ValueError(
+                    f"--rerank-embeddings has {len(rerank_embeddings)} vectors but the shards have {sum(sizes)}: not the same corpus"
+                )
+            parts = [RerankedIndex(p, rerank_embeddings[lo : lo + n], rerank_k) for p, lo, n in zip(parts, shard_offsets(sizes), sizes)]
         return ShardedIndex(parts)
     index = read_faiss_index(path, gpu=gpu, nprobe=nprobe, ef_search=ef_search)
-    if rerank_embeddings is not None:
-        check_rerank_rows(rerank_embeddings, int(index.ntotal), path)
-        return RerankedIndex(index, rerank_embeddings, rerank_k)
-    return index
-
-
-def check_rerank_rows(embeddings: np.ndarray, ntotal: int, path) -> None:
-    if len(embeddings) != ntotal:
-        raise ValueError(f"--rerank-embeddings has {len(embeddings)} vectors but the index {path} has {ntotal}: not the same corpus")
+    return index if rerank_embeddings is None else RerankedIndex(index, rerank_embeddings, rerank_k)
 
 
 def read_faiss_index(path: str | Path, *, gpu: bool = False, nprobe: int | None = None, ef_search: int | None = None):

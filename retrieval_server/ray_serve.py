@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from retrieval_server.shards import merge_topk
+from retrieval_server.shards import merge_topk, shard_offsets
 
 DEPLOYMENT = "search_r1_retriever"
 
@@ -110,7 +110,7 @@ class RemoteShards:
             raise ValueError(f"shards have different dimensions: {sorted(dims)}")
         self.d = dims.pop()
         sizes = [i["ntotal"] for i in infos]
-        self.offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        self.offsets = shard_offsets(sizes)
         self.ntotal = sum(sizes)
 
     def search(self, queries, k: int):

@@ -31,6 +31,11 @@ def shard_path(index_path: str | Path, i: int, shards: int) -> Path:
     return Path(f"{index_path}.shard{i}-of-{shards}")
 
 
+def shard_offsets(sizes: Sequence[int]) -> list[int]:
+    """Each shard's first global id, from the shards' sizes in id order."""
+    return [int(x) for x in np.cumsum([0, *sizes[:-1]])]
+
+
 def canonical_order(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Each row's best ``k``: score descending, ties by id ascending, missing hits (-1) last as -inf."""
     scores = np.where(ids < 0, -np.inf, scores.astype(np.float32, copy=False))
@@ -64,7 +69,7 @@ class ShardedIndex:
             raise ValueError(f"shards have different dimensions: {sorted(dims)}")
         self.shards = list(shards)
         self.d = dims.pop()
-        self.offsets = list(np.cumsum([0] + [int(s.ntotal) for s in self.shards[:-1]]))
+        self.offsets = shard_offsets([int(s.ntotal) for s in self.shards])
         self.ntotal = sum(int(s.ntotal) for s in self.shards)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -614,14 +614,14 @@ def recall(got_ids, want_ids) -> float:
 def ray_path_search(paths: str, queries, k, **kw):
     """What shard deployments compute: each shard in a ShardSearcher (the Serve deployment's class), merged."""
     from retrieval_server.ray_serve import ShardSearcher
-    from retrieval_server.shards import merge_topk
+    from retrieval_server.shards import merge_topk, shard_offsets
 
     files = paths.split(",")
     searchers = [
         ShardSearcher(p, i, len(files), kw.get("nprobe"), kw.get("ef_search"), False, kw.get("rerank_path"), kw.get("rerank_k", 100))
         for i, p in enumerate(files)
     ]
-    offsets = np.cumsum([0] + [s.info()["ntotal"] for s in searchers[:-1]])
+    offsets = shard_offsets([s.info()["ntotal"] for s in searchers])
     return merge_topk([s.search(queries, k) for s in searchers], offsets, k)
 
 
