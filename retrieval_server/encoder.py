@@ -23,6 +23,7 @@ for bit-exact fp32). Sentence-transformers checkpoints
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -94,12 +95,42 @@ def pick_device(device: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+# Folder names that say nothing about the model (verl's exports, package layouts, HF snapshot folders).
+_GENERIC_FOLDERS = {"model", "models", "huggingface", "hf", "checkpoint", "checkpoints", "snapshot", "snapshots", "encoder"}
+_NAMED_FAMILIES = ("e5", "bge", "contriever", "gte", "minilm")
+
+
+def _model_names(model_name: str) -> list[str]:
+    """Names that identify the model, most specific first: its own folder (or hub id) name, the
+    ``_name_or_path`` its ``config.json`` records, then the parent folder when the folder's own name is
+    generic. Never the rest of the path: where a checkout lives (``/home/x/code5/…``) says nothing."""
+    import json
+
+    path = Path(model_name.rstrip("/"))
+    own = path.name.lower()
+    names = [] if own in _GENERIC_FOLDERS or re.fullmatch(r"[0-9a-f]{12,40}", own) else [own]
+    config = path / "config.json"
+    if config.is_file():
+        try:
+            recorded = json.loads(config.read_text()).get("_name_or_path") or ""
+        except (OSError, ValueError):
+            recorded = ""
+        if recorded:
+            names.append(Path(str(recorded).rstrip("/")).name.lower())
+    if not names and path.parent.name:
+        names.append(path.parent.name.lower())
+    return names or [own]
+
+
 def method_name(model_name: str) -> str:
-    """Short name used in index file names (``e5_Flat.index``), as the original builder does."""
-    for family in ("e5", "bge", "contriever", "gte", "minilm"):
-        if family in model_name.lower():
-            return family
-    return Path(model_name).name.lower()
+    """Short name used in index file names (``e5_Flat.index``), as the original builder does: the
+    encoder family found in the model's own name (:func:`_model_names`), else that name."""
+    names = _model_names(model_name)
+    for name in names:
+        for family in _NAMED_FAMILIES:
+            if family in name:
+                return family
+    return names[0]
 
 
 class Encoder:

@@ -8,6 +8,8 @@ import httpx
 import numpy as np
 import pytest
 
+from retrieval_server.encoder import method_name
+
 # The payload the original Search-R1 trainer sends, and how it reads the answer.
 ORIGINAL_PAYLOAD = {"queries": ["In which city was the painter born?", "capital of a country"], "topk": 3, "return_scores": True}
 
@@ -38,7 +40,7 @@ def test_return_scores_false_gives_documents(dense_server):
 def test_flat_results_equal_brute_force(dense_server, dense_index, sample_world, minilm_path):
     from retrieval_server.encoder import Encoder
 
-    emb = np.memmap(dense_index.index_path.parent / "emb_minilm.memmap", dtype=np.float32, mode="r").reshape(-1, 384)
+    emb = np.memmap(dense_index.index_path.parent / f"emb_{method_name(minilm_path)}.memmap", dtype=np.float32, mode="r").reshape(-1, 384)
     queries = ["In which country was a poet born?", "founded in 1200", "chemist", "Lobelguia capital"]
     q = Encoder(minilm_path).encode(queries, is_query=True)
     expected = np.argsort(-(q @ emb.T), axis=1)[:, :5]
@@ -188,6 +190,21 @@ def test_auth(bm25_args, tmp_path):
             assert httpx.get(f"{url}{path}", headers={"Authorization": "Bearer s3cret"}).status_code == 404
 
 
+def test_index_file_names_come_from_the_model_not_where_it_lives(minilm_path, tmp_path):
+    """Index files are named from the encoder's own name (its folder, or the name its config records when
+    the folder is generic), never from the folders above it: a checkout in ``code5/`` or in a folder named
+    after a commit hash must not turn MiniLM into ``e5``."""
+    assert method_name("intfloat/e5-base-v2") == "e5" and method_name("BAAI/bge-base-en-v1.5") == "bge"
+    assert method_name("/models/my-encoder") == "my-encoder"
+    for parent in ("code5", "0e5d9c1a2b3c4d5e6f708192a3b4c5d6e7f80912", "e5-experiments"):
+        for folder in ("model", "all-MiniLM-L6-v2"):
+            link = tmp_path / parent / folder
+            link.parent.mkdir(exist_ok=True)
+            link.symlink_to(minilm_path, target_is_directory=True)
+            assert method_name(str(link)) == "minilm", link
+    assert method_name(minilm_path) == "minilm"
+
+
 def test_builder_resumes_after_interruption(sample_world, minilm_path, tmp_path):
     from retrieval_server.builder import build_dense_index
 
@@ -210,15 +227,16 @@ def test_builder_resumes_after_interruption(sample_world, minilm_path, tmp_path)
     ]
     # Interrupt a build after its first shards: encode only the first 80 passages.
     subprocess.run(cmd + ["--limit", "80"], check=True, capture_output=True)
-    shards = sorted((out / "shards_minilm").glob("emb_*.npy"))
+    shards = sorted((out / f"shards_{method_name(minilm_path)}").glob("emb_*.npy"))
     assert len(shards) == 2
     mtimes = {p: p.stat().st_mtime_ns for p in shards}
     # a build killed while writing leaves only a temporary file, never a half shard
-    (out / "shards_minilm" / "emb_000000000080_000000000120.tmp.npy").write_bytes(b"garbage")
+    (out / f"shards_{method_name(minilm_path)}" / "emb_000000000080_000000000120.tmp.npy").write_bytes(b"garbage")
     summary = build_dense_index(sample_world["corpus"], minilm_path, out, index_type="HNSW32", shard_size=40)
     assert summary.shards_reused == 2 and all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
-    assert not (out / "emb_minilm.memmap").exists()  # the raw embeddings are kept only with --save-embedding
-    assert summary.index_path.name == "minilm_HNSW32.index" and summary.passages == len(open(sample_world["corpus"]).readlines())
+    assert not (out / f"emb_{method_name(minilm_path)}.memmap").exists()  # the raw embeddings are kept only with --save-embedding
+    assert summary.index_path.name == f"{method_name(minilm_path)}_HNSW32.index"
+    assert summary.passages == len(open(sample_world["corpus"]).readlines())
     import faiss
 
     assert faiss.read_index(str(summary.index_path)).ntotal == summary.passages
@@ -272,7 +290,7 @@ def test_server_rerank_from_disk_memmap(sample_world, dense_index, dense_args, m
     from retrieval_server.encoder import Encoder
     from search_r1_plugin.sandbox.server_process import retrieval_server
 
-    memmap = dense_index.index_path.parent / "emb_minilm.memmap"
+    memmap = dense_index.index_path.parent / f"emb_{method_name(minilm_path)}.memmap"
     emb = np.memmap(memmap, dtype=np.float32, mode="r").reshape(-1, 384)
     queries = ["a chemist born in 1800", "capital city"]
     q = Encoder(minilm_path).encode(queries, is_query=True)
