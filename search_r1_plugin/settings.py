@@ -10,10 +10,11 @@ construct it when the trainer resolves its config (``search_r1_check`` in
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
 from search_r1_plugin.errors import ConfigError
+from search_r1_plugin.health import HealthConfig
 
 DEFAULT_RETRIEVER_URL = "http://127.0.0.1:8000/retrieve"
 
@@ -39,6 +40,7 @@ class SearchR1Config:
     retrieval_max_wait_ms  how long a query may wait for others to join its batch.
     retrieval_cache_size   in-process LRU cache of (query, topk) → documents; 0 disables.
     retrieval_api_key      bearer token for a server started with ``--api-key``.
+    health                 the training health guard's mode and rules (:mod:`search_r1_plugin.health`).
     """
 
     retriever_url: str = DEFAULT_RETRIEVER_URL
@@ -55,8 +57,13 @@ class SearchR1Config:
     retrieval_max_wait_ms: float = 5.0
     retrieval_cache_size: int = 0
     retrieval_api_key: str | None = None
+    health: Mapping[str, Any] = field(default_factory=lambda: asdict(HealthConfig()))
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "health", asdict(HealthConfig.from_mapping(self.health)))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(str(exc)) from None
         positive = ("topk", "max_turn_tokens", "max_obs_length", "retrieval_timeout_s", "retrieval_max_batch")
         non_negative = ("max_turns", "retrieval_retries", "retrieval_backoff_s", "retrieval_max_wait_ms", "retrieval_cache_size")
         for name in positive + non_negative:

@@ -13,7 +13,16 @@ plus that dict, computed from the per-trajectory stats the agent loop stores in
     search_r1/answered_rate             search_r1/obs_truncations     search_r1/retrieval_latency_s
     search_r1/masked_token_share        search_r1/budget_exhausted    search_r1/em   search_r1/f1
 
-Our presets select it (``search_r1/common.yaml``). With ``sampler_kwargs.token_dump_dir`` set
+It also runs the training health guard (:mod:`search_r1_plugin.health`, ``search_r1.health``) and adds
+its rollout-side signals to every step:
+
+    search_r1/health/zero_variance_groups   share of GRPO groups whose rewards are all equal (no signal)
+    search_r1/health/format_failure         share of trajectories without a valid answer
+    search_r1/health/budget_exhausted       share cut by the response budget
+    search_r1/health/nonfinite_rewards      rewards that are NaN or infinite
+    search_r1/health/alarms                 rules that fired on the previous step's metrics
+
+Our presets select it (``search_r1_common.yaml``). With ``sampler_kwargs.token_dump_dir`` set
 (the presets use ``trainer.rollout_data_dir``), every sampled batch is also written as
 ``{dir}/search_r1_tokens/{step}.jsonl``: response ids, loss mask and token-level reward of each
 trajectory — what verl's own text dump cannot show (which tokens were trained on).
@@ -29,6 +38,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import transfer_queue as tq
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+
+from search_r1_plugin.health import HealthConfig, HealthGuard
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +78,49 @@ def search_metrics(extra_fields: Iterable[Mapping[str, Any] | None]) -> dict[str
     return out
 
 
+def health_metrics(keys: list[str], rewards: list[float], extra_fields: Iterable[Mapping[str, Any] | None]) -> dict[str, float]:
+    """Rollout-side health signals of one batch; ``keys`` are verl's ``{uid}_{session}_{i}`` (group = uid)."""
+    groups: dict[str, list[float]] = {}
+    for key, reward in zip(keys, rewards):
+        groups.setdefault(str(key).rsplit("_", 2)[0], []).append(reward)
+    multi = [g for g in groups.values() if len(g) > 1]
+    stats = [e["search_r1"] for e in extra_fields if isinstance(e, Mapping) and isinstance(e.get("search_r1"), Mapping)]
+    out = {
+        PREFIX + "health/nonfinite_rewards": float(sum(not np.isfinite(r) for r in rewards)),
+        PREFIX + "health/zero_variance_groups": float(np.mean([max(g) == min(g) for g in multi])) if multi else 0.0,
+    }
+    if stats:
+        out[PREFIX + "health/format_failure"] = float(np.mean([not s.get("answered", 0) for s in stats]))
+        out[PREFIX + "health/budget_exhausted"] = float(np.mean([bool(s.get("budget_exhausted", 0)) for s in stats]))
+    return out
+
+
+def metrics_file_path(project_name: str | None, experiment_name: str | None) -> str | None:
+    """Where verl's ``file`` logger writes (its own rule in ``verl.utils.tracking.FileLogger``)."""
+    if os.getenv("VERL_FILE_LOGGER_PATH"):
+        return os.environ["VERL_FILE_LOGGER_PATH"]
+    if not project_name or not experiment_name:
+        return None
+    root = os.path.expanduser(os.getenv("VERL_FILE_LOGGER_ROOT", "."))
+    return os.path.join(root, project_name, f"{experiment_name}.jsonl")
+
+
+def read_step_metrics(path: str | None, step: int) -> dict[str, float] | None:
+    """The training metrics verl logged for ``step`` (validation-only rows skipped), or None."""
+    if not path or not os.path.exists(path):
+        return None
+    found = None
+    with open(path) as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if row.get("step") == step and any(not k.startswith("val-") for k in row.get("data", {})):
+                found = row["data"]
+    return found
+
+
 def _as_list(value: Any) -> list:
     return value.tolist() if hasattr(value, "tolist") else list(value)
 
@@ -86,6 +140,10 @@ class SearchR1ReplayBuffer(ReplayBuffer):
             )
         options = dict(sampler_kwargs or {})
         self.token_dump_dir = options.pop("token_dump_dir", None)
+        health = options.pop("health", None)
+        self.guard = HealthGuard(HealthConfig.from_mapping(dict(health) if health is not None else None))
+        self.metrics_file = metrics_file_path(options.pop("project_name", None), options.pop("experiment_name", None))
+        self._warned_no_metrics = False
         train_batch_size = options.pop("train_batch_size", None)
         gen_batch_size = options.pop("gen_batch_size", None) or train_batch_size
         super().__init__(
@@ -96,14 +154,38 @@ class SearchR1ReplayBuffer(ReplayBuffer):
         batch, metrics = super().sample(global_steps=global_steps, partition_id=partition_id, batch_size=batch_size)
         if partition_id == "val" or not batch.keys:
             return batch, metrics
-        fields = ["extra_fields"] + (["responses", "response_mask", "rm_scores"] if self.token_dump_dir else [])
+        fields = ["extra_fields", "rm_scores"] + (["responses", "response_mask"] if self.token_dump_dir else [])
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
         extra = _as_list(data["extra_fields"])
         metrics = dict(metrics or {})
         metrics.update(search_metrics(extra))
+        rewards = [float(np.sum(_as_list(r))) for r in data["rm_scores"]]
+        metrics.update(health_metrics(list(batch.keys), rewards, extra))
+        metrics[PREFIX + "health/alarms"] = float(self._check_health(global_steps, metrics))
         if self.token_dump_dir:
             self._dump_tokens(global_steps, batch.keys, data, extra)
         return batch, metrics
+
+    def _check_health(self, global_steps: int, current: dict[str, float]) -> int:
+        """Run the guard on the previous step's full metrics (verl's file) and this batch's rewards."""
+        if self.guard.config.mode == "off":
+            return 0
+        alarms = []
+        previous = read_step_metrics(self.metrics_file, global_steps - 1) if global_steps > 1 else None
+        if previous is not None:
+            alarms += self.guard.observe(global_steps - 1, previous)
+        elif global_steps > 1 and not self._warned_no_metrics:
+            self._warned_no_metrics = True
+            logger.warning(
+                "search_r1 health: no metrics of step %d in %s; add 'file' to trainer.logger so the guard sees "
+                "grad norm, entropy and KL (rollout signals are still checked)",
+                global_steps - 1,
+                self.metrics_file,
+            )
+        if current.get(PREFIX + "health/nonfinite_rewards", 0.0) > 0:
+            alarms += self.guard.observe(global_steps, {"critic/score/mean": float("nan")})
+        self.guard.act(alarms, lambda text: (logger.warning(text), print(text, flush=True)))
+        return len(alarms)
 
     def _dump_tokens(self, global_steps: int, keys: list[str], data: Any, extra: list) -> None:
         out_dir = os.path.join(self.token_dump_dir, "search_r1_tokens")

@@ -44,7 +44,7 @@ def validate(cfg):
 def test_the_groups_hold_the_paper_matrix():
     assert set(ALGOS) == {"ppo", "grpo", "rloo", "reinforce_pp"}
     assert {f"qwen2.5-{size}-{kind}" for size in ("3b", "7b", "14b") for kind in ("base", "instruct")} < set(MODELS)
-    assert set(VARIANTS) == {"cpu", "smoke", "no_mask", "r1"}
+    assert set(VARIANTS) == {"cpu", "learn", "smoke", "no_mask", "r1"}
 
 
 @pytest.mark.parametrize("algo", ALGOS)
@@ -97,7 +97,8 @@ def test_per_gpu_values_are_derived_from_layout(gpus, nodes, tiny_model_dir):
 @pytest.mark.parametrize("variant", sorted(set(VARIANTS) - {"cpu"}))
 def test_variant_validates(variant, tiny_model_dir):
     model = "qwen2.5-0.5b-instruct" if variant == "smoke" else "qwen2.5-7b-base"
-    cfg = validate_offline("grpo" if variant == "smoke" else "ppo", model, tiny_model_dir, [variant])
+    variants = ["cpu", variant] if variant == "learn" else [variant]  # learn sizes the CPU run of cpu
+    cfg = validate_offline("grpo" if variant == "smoke" else "ppo", model, tiny_model_dir, variants)
     if variant == "no_mask":
         assert cfg.search_r1.mask_retrieved_tokens is False
     if variant == "r1":

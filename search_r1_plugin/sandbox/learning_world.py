@@ -1,0 +1,104 @@
+"""A world where retrieval is necessary and reading is learnable by a tiny model (``search-r1 demo --learn``).
+
+Fictional people, cities and countries, each name one word that the tiny model's tokenizer keeps as
+one token (:func:`entity_names`), so "reading" is choosing which token of the retrieved passages to
+copy. Passages are in the wiki-18 jsonl format:
+
+* a biography per person: ``"Kalomi" / Kalomi was born in Ravenor. Kalomi studied under Tilsaro.``
+* a page per city: ``"Ravenor" / Ravenor is a city in Quelmia.``
+* a distractor per person: ``"Kalomi and Drusen" / Kalomi once visited Belgor with Drusen.`` (names the
+  person next to another city and person, so the passages a search returns hold several candidates)
+
+Questions (FlashRAG rows): one-hop (``learn_nq``: birth city, mentor) and two-hop (``learn_hotpotqa``:
+the country of the birth city, which needs a second search for the city). Train and test questions
+are about **disjoint people**: a validation question's subject never appears in a training question.
+Answers are spread uniformly over many values (40 cities, 20 countries, 200 mentors), so a policy that
+cannot read (R1) gains at most a few points by guessing the commonest answer of the right type.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from search_r1_plugin.sandbox.world import write_jsonl
+
+PEOPLE_SYLLABLES = "ka lo mi ra ven tor sa qui bel dun fa nim pel zar gu thi won bra cel dra ish mon yan ro".split()
+PLACE_SYLLABLES = "vor dal mer quen stad hal brin kor lund wick fen gard mos tal ber".split()
+
+
+@dataclass
+class LearningWorld:
+    people: list[dict]
+    cities: list[dict]
+    countries: list[str]
+    passages: list[dict]
+    questions: dict[str, dict[str, list[dict]]]  # dataset -> split -> FlashRAG rows
+
+    def entity_names(self) -> list[str]:
+        return [p["name"] for p in self.people] + [c["name"] for c in self.cities] + self.countries
+
+
+def _unique(rng: random.Random, syllables: list[str], parts: int, used: set[str], suffix: str = "") -> str:
+    while True:
+        name = ("".join(rng.choice(syllables) for _ in range(parts)) + suffix).capitalize()
+        if name.lower() not in used:
+            used.add(name.lower())
+            return name
+
+
+def generate_learning_world(num_people: int = 200, num_cities: int = 40, num_countries: int = 20, test_people: int = 48, seed: int = 0):
+    rng = random.Random(seed)
+    used: set[str] = set()
+    countries = [_unique(rng, PLACE_SYLLABLES, 2, used, "ia") for _ in range(num_countries)]
+    cities = [{"name": _unique(rng, PLACE_SYLLABLES, 2, used), "country": countries[i % num_countries]} for i in range(num_cities)]
+    people = [{"name": _unique(rng, PEOPLE_SYLLABLES, 3, used)} for _ in range(num_people)]
+    for i, p in enumerate(people):
+        p["city"] = cities[rng.randrange(num_cities)]
+        p["mentor"] = people[rng.choice([j for j in range(num_people) if j != i])]["name"]
+
+    passages: list[dict] = []
+
+    def add(title: str, text: str) -> None:
+        passages.append({"id": str(len(passages)), "contents": f'"{title}"\n{text}'})
+
+    for p in people:
+        add(p["name"], f"{p['name']} was born in {p['city']['name']}. {p['name']} studied under {p['mentor']}.")
+    for c in cities:
+        add(c["name"], f"{c['name']} is a city in {c['country']}.")
+    for p in people:
+        other = rng.choice([q for q in people if q is not p])
+        add(f"{p['name']} and {other['name']}", f"{p['name']} once visited {rng.choice(cities)['name']} with {other['name']}.")
+
+    order = list(range(num_people))
+    rng.shuffle(order)
+    test_ids = set(order[:test_people])
+    questions: dict[str, dict[str, list[dict]]] = {"learn_nq": {"train": [], "test": []}, "learn_hotpotqa": {"train": [], "test": []}}
+    for i, p in enumerate(people):
+        split = "test" if i in test_ids else "train"
+        name = p["name"]
+        one_hop = [
+            ("city", f"In which city was {name} born?", p["city"]["name"]),
+            ("mentor", f"Who was the mentor of {name}?", p["mentor"]),
+        ]
+        for kind, q, a in one_hop:
+            questions["learn_nq"][split].append({"id": f"{kind}_{i}", "question": q, "golden_answers": [a]})
+        questions["learn_hotpotqa"][split].append(
+            {"id": f"country_{i}", "question": f"In which country was {name} born?", "golden_answers": [p["city"]["country"]]}
+        )
+    return LearningWorld(people, cities, countries, passages, questions)
+
+
+def write_learning_world(out: str | Path, **kwargs) -> dict[str, Path]:
+    """``corpus.jsonl``, ``{dataset}/{split}.jsonl`` and ``entities.txt`` (one name a line) under ``out``."""
+    out = Path(out)
+    world = generate_learning_world(**kwargs)
+    paths = {"corpus": out / "corpus.jsonl", "entities": out / "entities.txt"}
+    write_jsonl(paths["corpus"], world.passages)
+    paths["entities"].write_text("\n".join(world.entity_names()) + "\n")
+    for dataset, splits in world.questions.items():
+        for split, rows in splits.items():
+            paths[f"{dataset}/{split}"] = out / dataset / f"{split}.jsonl"
+            write_jsonl(paths[f"{dataset}/{split}"], rows)
+    return paths
