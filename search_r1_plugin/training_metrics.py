@@ -144,6 +144,12 @@ class SearchR1ReplayBuffer(ReplayBuffer):
         self.guard = HealthGuard(HealthConfig.from_mapping(dict(health) if health is not None else None))
         self.metrics_file = metrics_file_path(options.pop("project_name", None), options.pop("experiment_name", None))
         self._warned_no_metrics = False
+        identity, run_dir = options.pop("run_identity", None), options.pop("run_dir", None)
+        resume_mode = options.pop("resume_mode", "auto")
+        if identity and run_dir:
+            from search_r1_plugin.run_identity import record
+
+            record(str(run_dir), str(resume_mode), json.loads(identity))
         train_batch_size = options.pop("train_batch_size", None)
         gen_batch_size = options.pop("gen_batch_size", None) or train_batch_size
         super().__init__(

@@ -283,3 +283,38 @@ def test_several_retrievers_on_the_command_line():
     bad = compose("ppo", overrides=["search_r1.retriever_url=[http://node1:8000/retrieve,node2:8000]"])
     with pytest.raises(Exception, match="comma-separated"):
         OmegaConf.resolve(bad)
+
+
+def test_models_exported_by_verl_get_distinct_readable_run_names():
+    """verl exports every run's model as …/global_step_N/actor/huggingface: the run name must still differ."""
+    names = {
+        compose("ppo", overrides=[f"actor_rollout_ref.model.path=/ckpt/{run}/global_step_100/actor/huggingface"]).trainer.experiment_name
+        for run in ("run_a", "run_b")
+    }
+    assert len(names) == 2 and all(n.startswith("search_r1-ppo-run_") for n in names), names
+    assert compose("ppo", "qwen2.5-7b-base").trainer.experiment_name == "search_r1-ppo-qwen2.5-7b"
+
+
+def test_resume_refuses_another_runs_checkpoints(tmp_path):
+    """The identity recorded with a checkpoint folder must match before verl's auto-resume continues it."""
+    import json
+
+    from search_r1_plugin.run_identity import CHECKPOINT_MARKER, FILE_NAME, record
+
+    run_dir = tmp_path / "ckpt"
+    base = [f"trainer.default_local_dir={run_dir}"]
+    cfg = compose("grpo", overrides=base)
+    OmegaConf.resolve(cfg)
+    identity = json.loads(cfg.trainer.v1.sampler.sampler_kwargs.run_identity)
+    assert identity["actor_rollout_ref.actor.optim.lr"] == 1e-6 and "search_r1.retriever_url" not in identity
+    record(str(run_dir), "auto", identity)
+    (run_dir / CHECKPOINT_MARKER).write_text("100")
+    same = compose("grpo", overrides=[*base, "search_r1.retriever_url=http://elsewhere:1/retrieve", "trainer.logger=[console]"])
+    OmegaConf.resolve(same)  # where the retriever is, and logging, are not what defines the run
+    for change, key in (("actor_rollout_ref.actor.optim.lr=3e-6", "actor_rollout_ref.actor.optim.lr"), ("search_r1.topk=5", "search_r1.topk")):
+        other = compose("grpo", overrides=[*base, change, "trainer.experiment_name=pinned"])
+        with pytest.raises(Exception, match=f"{key}.*trainer.experiment_name=<new name>"):
+            OmegaConf.resolve(other)
+        explicit = compose("grpo", overrides=[*base, change, "trainer.resume_mode=resume_path"])
+        OmegaConf.resolve(explicit)  # continuing on purpose is allowed
+    assert json.loads((run_dir / FILE_NAME).read_text()) == identity

@@ -11,7 +11,8 @@ again), so the resolvers the presets use are registered here:
   (TaskRunner start, or ``--cfg job --resolve``), so a bad value stops the run before any model loads
   instead of at the first rollout;
 * ``${search_r1_response_budget:turns,turn_tokens,obs_tokens}`` sizes the response from the turn caps;
-* ``${search_r1_experiment:…}`` names the run (``trainer.experiment_name``, hence its checkpoint folder).
+* ``${search_r1_experiment:…}`` names the run (``trainer.experiment_name``, hence its checkpoint folder);
+* ``${search_r1_run_identity:dir,resume_mode}`` refuses to auto-resume another run's checkpoints.
 
 Layout: ``+search_r1_algo=<ppo|grpo|rloo|reinforce_pp>`` chooses an algorithm and brings
 ``search_r1_common.yaml``; the algorithm's tree has two slots, ``search_r1_model=<file>`` and
@@ -59,6 +60,31 @@ _RUN_DEFINING = {
 }
 
 
+# Folder names that say nothing about which model it is (verl's exports: …/global_step_100/actor/huggingface).
+_GENERIC_MODEL_FOLDERS = {"huggingface", "hf", "actor", "model", "models", "checkpoint", "checkpoints", "hf_model", "merged"}
+
+
+def _generic_folder(name: str) -> bool:
+    import re
+
+    return name.lower() in _GENERIC_MODEL_FOLDERS or re.fullmatch(r"global_step_\d+|checkpoint-\d+", name.lower()) is not None
+
+
+def model_label(model_path: str) -> str:
+    """A readable name for the model in a run name: its folder (or hub) name, lower-cased. A local path
+    whose own folder name is generic gets the nearest telling folder above it plus a short hash of the
+    whole path, so ``/ckpt/run_a/global_step_100/actor/huggingface`` and ``/ckpt/run_b/…`` differ."""
+    import hashlib
+
+    parts = [p for p in str(model_path).rstrip("/").split("/") if p]
+    name = parts[-1].lower() if parts else str(model_path)
+    if parts and _generic_folder(parts[-1]):
+        telling = next((p for p in reversed(parts) if not _generic_folder(p)), parts[-1])
+        digest = hashlib.sha1(str(model_path).rstrip("/").encode()).hexdigest()[:6]
+        name = f"{telling.lower()}-{digest}"
+    return name
+
+
 def experiment_name(adv_estimator: str, model_path: str, group: int, run: DictConfig, block: DictConfig) -> str:
     """``search_r1-<algorithm>-<model>[-group<n>][-<variant>…]``: distinct for distinct runs.
 
@@ -73,7 +99,7 @@ def experiment_name(adv_estimator: str, model_path: str, group: int, run: DictCo
 
     run = OmegaConf.to_container(run, resolve=True) if isinstance(run, DictConfig) else dict(run or {})
     algorithm = _ALGORITHM_LABELS.get(str(adv_estimator), str(adv_estimator))
-    model = str(model_path).rstrip("/").split("/")[-1].lower()
+    model = model_label(str(model_path))
     parts = {k for k, on in (run.get("variants") or {}).items() if on}
     if int(group) != int(run.get("group_size") or 1):
         parts.add(f"group{int(group)}")
@@ -85,6 +111,20 @@ def experiment_name(adv_estimator: str, model_path: str, group: int, run: DictCo
     return "-".join(["search_r1", algorithm, model, *sorted(parts)])
 
 
+def checked_run_identity(directory: str, resume_mode: str, *, _root_: DictConfig) -> str:
+    """The run's identity as JSON (handed to the trainer's sampler, which records it), after refusing to
+    auto-resume a checkpoint folder of another run (:mod:`search_r1_plugin.run_identity`)."""
+    import json
+
+    from search_r1_plugin.run_identity import check_resume, identity_of_root
+
+    identity = identity_of_root(_root_)
+    check_resume(str(directory), str(resume_mode), identity)
+    return json.dumps(identity, sort_keys=True)
+
+
+if not OmegaConf.has_resolver("search_r1_run_identity"):
+    OmegaConf.register_new_resolver("search_r1_run_identity", checked_run_identity)
 if not OmegaConf.has_resolver("search_r1_experiment"):
     OmegaConf.register_new_resolver("search_r1_experiment", experiment_name)
 if not OmegaConf.has_resolver("search_r1_response_budget"):
