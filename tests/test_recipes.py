@@ -311,7 +311,10 @@ def test_resume_refuses_another_runs_checkpoints(tmp_path):
     (run_dir / CHECKPOINT_MARKER).write_text("100")
     same = compose("grpo", overrides=[*base, "search_r1.retriever_url=http://elsewhere:1/retrieve", "trainer.logger=[console]"])
     OmegaConf.resolve(same)  # where the retriever is, and logging, are not what defines the run
-    for change, key in (("actor_rollout_ref.actor.optim.lr=3e-6", "actor_rollout_ref.actor.optim.lr"), ("search_r1.topk=5", "search_r1.topk")):
+    for change, key in (
+        ("actor_rollout_ref.actor.optim.lr=3e-6", "actor_rollout_ref.actor.optim.lr"),
+        ("search_r1.topk=5", "search_r1.topk"),
+    ):
         other = compose("grpo", overrides=[*base, change, "trainer.experiment_name=pinned"])
         with pytest.raises(Exception, match=f"{key}.*trainer.experiment_name=<new name>"):
             OmegaConf.resolve(other)

@@ -65,7 +65,12 @@ ARMS = {
         ("cpu", "learn"),
         "search_r1",
         # GRPO samples n per prompt; PPO samples one per prompt from n times as many prompts
-        ("actor_rollout_ref.rollout.n=1", "data.train_batch_size=64", "actor_rollout_ref.actor.ppo_mini_batch_size=64", "critic.ppo_mini_batch_size=64"),
+        (
+            "actor_rollout_ref.rollout.n=1",
+            "data.train_batch_size=64",
+            "actor_rollout_ref.actor.ppo_mini_batch_size=64",
+            "critic.ppo_mini_batch_size=64",
+        ),
     ),
     "grpo_no_mask": Arm("grpo_no_mask", "Search-R1 (GRPO, no mask)", "grpo", ("cpu", "learn", "no_mask"), "search_r1"),
     "r1": Arm("r1", "R1 (GRPO, no search)", "grpo", ("cpu", "learn", "r1"), "r1"),
