@@ -3,7 +3,9 @@
     search-r1 train ppo qwen2.5-7b-base [no_mask] [key=value …]   verl's main_ppo with our config groups
     search-r1 presets                      the algorithms, models and variants train accepts
     search-r1 prepare-data …               FlashRAG QA sets → verl parquet (Search-R1 / R1 / RAG prompt)
-    search-r1 demo [--scripted]            the CPU end-to-end run on the embedded sample
+    search-r1 demo [--scripted | --learn]  the CPU end-to-end run on the embedded sample; --learn: the
+                                           paper's findings in miniature (docs/learning.md)
+    search-r1 report RUN_DIR               an HTML page of a training run
     search-r1 dry-run [--algo grpo]        one step's data path on CPU, masks and advantages per span
     search-r1 sample-world --out DIR       the offline sample corpus and questions
     search-r1 eval / ask                   the paper's table for a model / one traced question
@@ -89,8 +91,13 @@ DELEGATED = {
     "prepare-data": ("search_r1_plugin.data_prep", "FlashRAG QA sets -> verl parquet (Search-R1, R1 or RAG prompt)"),
     "dry-run": ("search_r1_plugin.dry_run", "one training step's data path on CPU: masks and advantages per span"),
     "sample-world": ("search_r1_plugin.sandbox.world", "write the offline sample corpus and questions"),
+    "report": ("search_r1_plugin.report", "an HTML page of a training run: curves, health alarms, best step, trajectories"),
 }
-DEMOS = {"training": "search_r1_plugin.demo.cpu_training", "scripted": "search_r1_plugin.demo.scripted_rollout"}
+DEMOS = {
+    "training": "search_r1_plugin.demo.cpu_training",
+    "scripted": "search_r1_plugin.demo.scripted_rollout",
+    "learn": "search_r1_plugin.demo.learning",
+}
 
 
 def _train(args: argparse.Namespace, passthrough: list[str]) -> int:
@@ -128,9 +135,9 @@ def main(argv: list[str] | None = None) -> None:
             importlib.import_module(DELEGATED[argv[0]][0]).main(argv[1:])
             sys.exit(0)
         if argv and argv[0] == "demo":
-            scripted = "--scripted" in argv
-            rest = [a for a in argv[1:] if a != "--scripted"]
-            sys.exit(importlib.import_module(DEMOS["scripted" if scripted else "training"]).main(rest) or 0)
+            kind = next((k for k in ("scripted", "learn") if f"--{k}" in argv), "training")
+            rest = [a for a in argv[1:] if a != f"--{kind}"]
+            sys.exit(importlib.import_module(DEMOS[kind]).main(rest) or 0)
         sys.exit(_dispatch(argv))
     except SearchR1Error as exc:  # something the user can fix: one line; any other exception is a bug
         print(f"error: {exc}", file=sys.stderr)
@@ -145,7 +152,8 @@ def _dispatch(argv: list[str]) -> int:
     sub.add_parser(
         "demo",
         help="train on the embedded sample on CPU with verl's main_ppo "
-        "(--scripted: a scripted reader through verl's agent-loop worker, no training)",
+        "(--scripted: a scripted reader through verl's agent-loop worker, no training; "
+        "--learn: every arm of the learning comparison, docs/learning.md)",
         add_help=False,
     )
     t = sub.add_parser("train", help="python -m verl.trainer.main_ppo with the search path and config groups filled in")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -148,6 +149,35 @@ def test_grpo_trains_validates_checkpoints_and_resumes(protocol_model, train_dat
         ours = {r["key"]: sum(r["rm_scores"]) for r in map(json.loads, tokens.read_text().splitlines())}
         verl_dump = [json.loads(line) for line in (dump / f"{step}.jsonl").read_text().splitlines()]
         assert {r["uid"]: r["score"] for r in verl_dump} == pytest.approx(ours)
+    for m in steps:  # the health guard's rollout signals are in every step; a healthy run raises no alarm
+        assert 0.0 <= m["search_r1/health/zero_variance_groups"] <= 1.0 and m["search_r1/health/alarms"] == 0
+
+    # The same checkpoint folder with another learning rate is another run: refused before any step.
+    changed = run_main_ppo(
+        "grpo",
+        tmp_path,
+        model=protocol_model,
+        train_files=train_data["train"],
+        val_files=train_data["test"],
+        retriever_url=f"{bm25_server}/retrieve",
+        overrides=[FORMAT_REWARD, *common, "trainer.total_training_steps=4", "actor_rollout_ref.actor.optim.lr=3e-4"],
+        timeout_s=600,
+        run_name="changed",
+    )
+    assert changed.returncode != 0 and not changed.metrics
+    assert "holds checkpoints of another run" in changed.log and "actor_rollout_ref.actor.optim.lr: 0.0001 -> 0.0003" in changed.log
+
+    # search-r1 report renders this run: valid HTML, the curves embedded, trajectories escaped and told apart
+    from html.parser import HTMLParser
+
+    from search_r1_plugin.report import build_report
+
+    page = build_report(tmp_path)
+    HTMLParser().feed(page)
+    assert page.startswith("<!DOCTYPE html>") and page.count('src="data:image/png;base64,') == 1
+    assert page.count('<pre class="trajectory">') == 6 and '<span class="injected">' in page
+    assert "&lt;information&gt;" in page and "<information>" not in page
+    assert re.search(r"<p>Step [23]: EM \d\.\d{3}", page)  # the best of the validations at steps 2 and 3
 
 
 def test_ppo_step_with_critic_and_kl_in_reward(protocol_model, train_data, bm25_server, tmp_path):

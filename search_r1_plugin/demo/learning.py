@@ -78,8 +78,11 @@ ARMS = {
 }
 DATASETS = ("learn_nq", "learn_hotpotqa")
 MODEL_SIZE = {"hidden_size": 64, "num_layers": 2}
-WARM_START_STEPS = 1000
+WARM_START_STEPS = 600  # second phase: the format demonstrations
 WARM_START_LR = 3e-3
+DRILL_STEPS = 800  # first phase: short copy drills (format_demos.copy_drills)
+DRILL_ROUNDS = 10  # every passage shown this many times in the drills
+NAME_WEIGHT = 5.0  # loss weight of name tokens in the warm start (a few tokens among many)
 
 
 @dataclass
@@ -186,14 +189,17 @@ def prepare_data(world: dict, out: Path, retriever_url: str) -> dict[str, dict[s
 
 
 def warm_started_model(world: dict, out: Path, retriever_url: str, seed: int, steps: int, log) -> tuple[Path, dict]:
-    """The tiny Qwen2 every arm of ``seed`` starts from (:mod:`search_r1_plugin.sandbox.format_demos`)."""
+    """The tiny Qwen2 every arm of ``seed`` starts from: the format demonstrations of the training questions
+    and the reading drills (:mod:`search_r1_plugin.sandbox.format_demos`), names weighted up in the loss."""
+    from transformers import AutoTokenizer
+
     from search_r1_plugin.retrieval_client import RetrievalClient
-    from search_r1_plugin.sandbox.format_demos import format_demonstrations
+    from search_r1_plugin.sandbox.format_demos import copy_drills, format_demonstrations
     from search_r1_plugin.sandbox.tiny_model import build_tiny_qwen2, warm_start
 
     names = world["entities"].read_text().split()
     questions = [r["question"] for d in DATASETS for r in _question_rows(world, d, "train")]
-    corpus = [json.loads(line)["contents"] for line in open(world["corpus"])]
+    passages = [json.loads(line) for line in open(world["corpus"])]
 
     async def demos():
         client = RetrievalClient(retriever_url)
@@ -203,10 +209,17 @@ def warm_started_model(world: dict, out: Path, retriever_url: str, seed: int, st
             await client.close()
 
     demonstrations = asyncio.run(demos())
+    drills = copy_drills(questions, passages, names, rounds=DRILL_ROUNDS, seed=seed)
+    corpus = [p["contents"] for p in passages]
     model = build_tiny_qwen2(out, seed=seed, extra_text=corpus + questions, whole_words=names, **MODEL_SIZE)
-    log(f"warm start: {len(demonstrations)} demonstrations, {steps} steps")
-    losses = warm_start(model, demonstrations, steps=steps, lr=WARM_START_LR, batch_size=16, seed=seed, progress=True)
-    return model, losses
+    weights = dict.fromkeys(AutoTokenizer.from_pretrained(model).convert_tokens_to_ids(names), NAME_WEIGHT)
+    log(f"warm start 1/2: {len(drills)} copy drills, {DRILL_STEPS} steps")
+    first = warm_start(model, drills, steps=DRILL_STEPS, lr=WARM_START_LR, batch_size=32, seed=seed, progress=True, token_weights=weights)
+    log(f"warm start 2/2: {len(demonstrations)} format demonstrations, {steps} steps")
+    second = warm_start(
+        model, demonstrations, steps=steps, lr=WARM_START_LR, batch_size=16, seed=seed, progress=True, token_weights=weights
+    )
+    return model, {"first_loss": first["first_loss"], "drill_loss": first["last_loss"], "last_loss": second["last_loss"]}
 
 
 def _median(values: list[float]) -> float:

@@ -10,6 +10,11 @@ demonstrations teach *how* to act, each with the real passages the retrieval ser
 * R1 format (no search): answer with a random name from the same passages, which the model never sees.
 * RAG format (the passages retrieved for the question in the prompt, as ``prepare-data --template rag``
   writes them): answer with a random name from the Search-R1 demonstration's first passages.
+* Copy drills (:func:`copy_drills`, the warm start's first phase): short prompts that teach copying a
+  name — the question's subject into a search, any name of random passages into an answer. A tiny model
+  only copies names it has been trained to write, and learns copying over short contexts far faster than
+  over the protocol's long prompt; the drills make every name of the corpus — test people's included —
+  one it writes, without a question about them and without telling which name answers what.
 
 One warm-started checkpoint serves every arm, so the arms start from the same weights; each arm's
 starting point is that checkpoint's validation EM under the arm's own prompt.
@@ -53,25 +58,73 @@ def _contents(results: Sequence[dict]) -> str:
 async def format_demonstrations(
     questions: Iterable[str], retrieve: Retrieve, names: Iterable[str], seed: int = 0, second_search: float = 0.5
 ) -> list[Demonstration]:
-    """Search-R1, R1 and RAG demonstrations for each question (see the module docstring)."""
-    rng = random.Random(seed)
+    """Search-R1, R1 and RAG demonstrations for each question (see the module docstring); ``names`` are
+    every name a question or passage may hold. Questions are retrieved for concurrently."""
+    import asyncio
+
     names = set(names)
-    demos: list[Demonstration] = []
+    questions = list(questions)
+    per_question = await asyncio.gather(
+        *[_demonstrations(q, retrieve, names, random.Random(f"{seed}/{q}"), second_search) for q in questions]
+    )
+    return [demo for demos in per_question for demo in demos]
+
+
+async def _demonstrations(
+    question: str, retrieve: Retrieve, names: set[str], rng: random.Random, second_search: float
+) -> list[Demonstration]:
+    subject = subject_of(question, names)
+    first = await retrieve(subject)
+    candidates = [n for n in names_in(_contents(first), names) if n != subject] or [subject]
+    segments = [(f"{THINK_SEARCH}<search> {subject} </search>", True), (format_observation(first), False)]
+    read = first
+    if rng.random() < second_search:
+        hop = rng.choice(candidates)
+        read = await retrieve(hop)
+        segments += [(f"{THINK_SEARCH}<search> {hop} </search>", True), (format_observation(read), False)]
+    pool = [n for n in names_in(_contents(read), names) if n != subject] or candidates
+    answer = f"{THINK_ANSWER}<answer> {rng.choice(pool)} </answer>"
+    guess = f"{THINK_ANSWER}<answer> {rng.choice(candidates)} </answer>"
+    rag_prompt = make_messages(question, "rag", format_docs(await retrieve(question)))[0]["content"]
+    rag_answer = f"{THINK_ANSWER}<answer> {rng.choice(candidates)} </answer>"
+    return [
+        (make_messages(question)[0]["content"], [*segments, (answer, True)]),
+        (make_messages(question, "r1")[0]["content"], [(guess, True)]),
+        (rag_prompt, [(rag_answer, True)]),
+    ]
+
+
+def copy_drills(
+    questions: Sequence[str], passages: Sequence[dict], names: Iterable[str], rounds: int, seed: int = 0
+) -> list[Demonstration]:
+    """Short-context drills for the first phase of the warm start (see the module docstring).
+
+    A tiny model learns to copy a name over a short context in a few hundred steps and then keeps the
+    skill over long ones; over the protocol's 150-token prompt it barely learns it at all. Two drills,
+    both with a short prompt that is not the protocol's: "search the name the question asks about"
+    (``Question: …`` → ``<search> name </search>``), and "write a name you read" (one to three random
+    passages → ``<answer>`` a random name from them), each passage shown ``rounds`` times so every name
+    of the corpus is one the model writes. Neither says which name answers a question."""
+    rng = random.Random(f"drills/{seed}")
+    names = set(names)
+    drills: list[Demonstration] = []
+    written: dict[str, int] = {}
     for question in questions:
-        subject = subject_of(question, names)
-        first = await retrieve(subject)
-        candidates = [n for n in names_in(_contents(first), names) if n != subject] or [subject]
-        segments = [(f"{THINK_SEARCH}<search> {subject} </search>", True), (format_observation(first), False)]
-        read = first
-        if rng.random() < second_search:
-            hop = rng.choice(candidates)
-            read = await retrieve(hop)
-            segments += [(f"{THINK_SEARCH}<search> {hop} </search>", True), (format_observation(read), False)]
-        pool = [n for n in names_in(_contents(read), names) if n != subject] or candidates
-        answer = f"{THINK_ANSWER}<answer> {rng.choice(pool)} </answer>"
-        demos.append((make_messages(question)[0]["content"], [*segments, (answer, True)]))
-        guess = f"{THINK_ANSWER}<answer> {rng.choice(candidates)} </answer>"
-        demos.append((make_messages(question, "r1")[0]["content"], [(guess, True)]))
-        rag_prompt = make_messages(question, "rag", format_docs(await retrieve(question)))[0]["content"]
-        demos.append((rag_prompt, [(f"{THINK_ANSWER}<answer> {rng.choice(candidates)} </answer>", True)]))
-    return demos
+        drills += [(f"Question: {question}\n", [(f"{THINK_SEARCH}<search> {subject_of(question, names)} </search>", True)])] * 2
+    for _ in range(rounds):
+        order = list(passages)
+        rng.shuffle(order)
+        i = 0
+        while i < len(order):
+            k = rng.randint(1, 3)
+            shown = [{"document": p} for p in order[i : i + k]]
+            i += k
+            pool = names_in(_contents(shown), names)
+            if pool:
+                # the name written least so far (ties at random), so every name is written
+                fewest = min(written.get(n, 0) for n in pool)
+                name = rng.choice([n for n in pool if written.get(n, 0) == fewest])
+                written[name] = written.get(name, 0) + 1
+                prompt = f"{format_docs(shown)}Question: {rng.choice(questions)}\n"
+                drills.append((prompt, [(f"{THINK_ANSWER}<answer> {name} </answer>", True)]))
+    return drills

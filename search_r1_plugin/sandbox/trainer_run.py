@@ -90,10 +90,13 @@ def run_main_ppo(
         RAY_DEDUP_LOGS="1",
         PYTHONUNBUFFERED="1",
     )
+    command = main_ppo_command(algo, None, variants, overrides)
+    # what search-r1 report reads to decode the token dumps and show the command
+    (workdir / "run.json").write_text(json.dumps({"model": model, "command": command}, indent=1))
     start = time.perf_counter()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            main_ppo_command(algo, None, variants, overrides),
+            command,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

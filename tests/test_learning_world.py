@@ -1,0 +1,70 @@
+"""The learning demo's world and warm start: retrieval is necessary, test people are held out, and the
+warm start teaches the format at chance accuracy, never the answers."""
+
+import asyncio
+import json
+import re
+
+import pytest
+
+from search_r1_plugin.sandbox.format_demos import THINK_ANSWER, THINK_SEARCH, copy_drills, format_demonstrations, names_in, subject_of
+from search_r1_plugin.sandbox.learning_world import generate_learning_world
+
+
+@pytest.fixture(scope="module")
+def world():
+    return generate_learning_world(seed=3)
+
+
+def test_test_questions_are_about_people_no_training_question_names(world):
+    names = set(world.entity_names())
+    subjects = {
+        split: {subject_of(q["question"], names) for d in world.questions.values() for q in d[split]} for split in ("train", "test")
+    }
+    assert subjects["train"] and subjects["test"] and not subjects["train"] & subjects["test"]
+    for dataset in world.questions.values():
+        for split in ("train", "test"):
+            for q in dataset[split]:
+                assert q["golden_answers"][0] in names  # every answer is a name, written in some passage
+    corpus = " ".join(p["contents"] for p in world.passages)
+    assert all(n in corpus for n in names)
+
+
+def fake_retriever(world):
+    """Top-3 passages that mention the query word (what the real server returns for a name: tested with it
+    in test_learning_demo), as the server's result rows."""
+
+    async def retrieve(query):
+        words = set(re.findall(r"[A-Za-z]+", query))
+        hits = [p for p in world.passages if words & set(re.findall(r"[A-Za-z]+", p["contents"]))]
+        return [{"document": p, "score": 1.0} for p in hits[:3]]
+
+    return retrieve
+
+
+def test_warm_start_answers_are_read_names_at_chance(world):
+    names = world.entity_names()
+    train = [q for d in world.questions.values() for q in d["train"]]
+    demos = asyncio.run(format_demonstrations([q["question"] for q in train], fake_retriever(world), names, seed=1))
+    assert len(demos) == 3 * len(train)
+    gold = {json.dumps(q["question"]): q["golden_answers"][0] for q in train}
+    correct = 0
+    for (prompt, segments), question in zip(demos[::3], [q["question"] for q in train]):
+        answer = re.search(r"<answer> (\w+) </answer>", segments[-1][0]).group(1)
+        shown = " ".join(text for text, trained in segments if not trained)
+        assert answer in names_in(shown, set(names))  # "answer with something you read"
+        assert segments[0][0].endswith(f"<search> {subject_of(question, set(names))} </search>")
+        correct += answer == gold[json.dumps(question)]
+    assert correct / len(train) < 0.3  # chance, not the skill RL must learn
+
+
+def test_copy_drills_make_every_name_one_the_model_writes(world):
+    names = world.entity_names()
+    questions = [q["question"] for q in world.questions["learn_nq"]["train"]]
+    drills = copy_drills(questions, world.passages, names, rounds=10, seed=0)
+    written = {re.search(r"<(?:answer|search)> (\w+) </", d[1][0][0]).group(1) for d in drills}
+    assert set(names) <= written
+    for prompt, [(text, trained)] in drills:
+        assert trained and text.startswith((THINK_ANSWER, THINK_SEARCH)) and len(prompt) < 400  # short contexts
+        if text.startswith(THINK_ANSWER):  # a name read in the prompt, not the question's answer
+            assert re.search(r"<answer> (\w+) </answer>", text).group(1) in names_in(prompt.rsplit("Question:", 1)[0], set(names))
