@@ -61,9 +61,13 @@ def test_warm_start_answers_are_read_names_at_chance(world):
 def test_copy_drills_make_every_name_one_the_model_writes(world):
     names = world.entity_names()
     questions = [q["question"] for q in world.questions["learn_nq"]["train"]]
-    drills = copy_drills(questions, world.passages, names, rounds=10, seed=0)
+    places = [c["name"] for c in world.cities] + world.countries
+    drills = copy_drills(questions, world.passages, names, rounds=10, seed=0, extra_subjects=places + world.practice)
     written = {re.search(r"<(?:answer|search)> (\w+) </", d[1][0][0]).group(1) for d in drills}
-    assert set(names) <= written
+    assert set(names) | set(world.practice) <= written
+    test_people = {subject_of(q["question"], set(names)) for d in world.questions.values() for q in d["test"]}
+    asked = [prompt.rsplit("Question:", 1)[1] for prompt, _ in drills]
+    assert not any(set(re.findall(r"\w+", q)) & test_people for q in asked)  # no drill asks about a test person
     for prompt, [(text, trained)] in drills:
         assert trained and text.startswith((THINK_ANSWER, THINK_SEARCH)) and len(prompt) < 400  # short contexts
         if text.startswith(THINK_ANSWER):  # a name read in the prompt, not the question's answer

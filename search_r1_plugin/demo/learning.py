@@ -194,7 +194,7 @@ def warm_started_model(world: dict, out: Path, retriever_url: str, seed: int, st
     from transformers import AutoTokenizer
 
     from search_r1_plugin.retrieval_client import RetrievalClient
-    from search_r1_plugin.sandbox.format_demos import copy_drills, format_demonstrations
+    from search_r1_plugin.sandbox.format_demos import copy_drills, format_demonstrations, subject_of
     from search_r1_plugin.sandbox.tiny_model import build_tiny_qwen2, warm_start
 
     names = world["entities"].read_text().split()
@@ -209,10 +209,16 @@ def warm_started_model(world: dict, out: Path, retriever_url: str, seed: int, st
             await client.close()
 
     demonstrations = asyncio.run(demos())
-    drills = copy_drills(questions, passages, names, rounds=DRILL_ROUNDS, seed=seed)
+    # subjects of the search drills beyond the training people: places and made-up names, never a test person
+    people = {
+        subject_of(r["question"], set(names)) for d in DATASETS for split in ("train", "test") for r in _question_rows(world, d, split)
+    }
+    practice = world["practice"].read_text().split()
+    extra = [n for n in names if n not in people] + practice  # the places, and the made-up names
+    drills = copy_drills(questions, passages, names, rounds=DRILL_ROUNDS, seed=seed, extra_subjects=extra)
     corpus = [p["contents"] for p in passages]
-    model = build_tiny_qwen2(out, seed=seed, extra_text=corpus + questions, whole_words=names, **MODEL_SIZE)
-    weights = dict.fromkeys(AutoTokenizer.from_pretrained(model).convert_tokens_to_ids(names), NAME_WEIGHT)
+    model = build_tiny_qwen2(out, seed=seed, extra_text=corpus + questions, whole_words=names + practice, **MODEL_SIZE)
+    weights = dict.fromkeys(AutoTokenizer.from_pretrained(model).convert_tokens_to_ids(names + practice), NAME_WEIGHT)
     log(f"warm start 1/2: {len(drills)} copy drills, {DRILL_STEPS} steps")
     first = warm_start(model, drills, steps=DRILL_STEPS, lr=WARM_START_LR, batch_size=32, seed=seed, progress=True, token_weights=weights)
     log(f"warm start 2/2: {len(demonstrations)} format demonstrations, {steps} steps")

@@ -94,22 +94,28 @@ async def _demonstrations(
     ]
 
 
+DRILL_QUESTION = "What is known about {name}?"
+
+
 def copy_drills(
-    questions: Sequence[str], passages: Sequence[dict], names: Iterable[str], rounds: int, seed: int = 0
+    questions: Sequence[str], passages: Sequence[dict], names: Iterable[str], rounds: int, seed: int = 0, extra_subjects: Sequence[str] = ()
 ) -> list[Demonstration]:
     """Short-context drills for the first phase of the warm start (see the module docstring).
 
     A tiny model learns to copy a name over a short context in a few hundred steps and then keeps the
     skill over long ones; over the protocol's 150-token prompt it barely learns it at all. Two drills,
     both with a short prompt that is not the protocol's: "search the name the question asks about"
-    (``Question: …`` → ``<search> name </search>``), and "write a name you read" (one to three random
-    passages → ``<answer>`` a random name from them), each passage shown ``rounds`` times so every name
-    of the corpus is one the model writes. Neither says which name answers a question."""
+    (``Question: …`` → ``<search> name </search>``, for the training questions and for ``extra_subjects``
+    asked about in :data:`DRILL_QUESTION` — places and made-up names, never a test person), and "write a
+    name you read" (one to three random passages → ``<answer>`` a random name from them), each passage
+    shown ``rounds`` times so every name of the corpus is one the model writes. Neither says which name
+    answers a question."""
     rng = random.Random(f"drills/{seed}")
-    names = set(names)
+    names = set(names) | set(extra_subjects)
     drills: list[Demonstration] = []
     written: dict[str, int] = {}
-    for question in questions:
+    asked = list(questions) + [DRILL_QUESTION.format(name=n) for n in extra_subjects]
+    for question in asked:
         drills += [(f"Question: {question}\n", [(f"{THINK_SEARCH}<search> {subject_of(question, names)} </search>", True)])] * 2
     for _ in range(rounds):
         order = list(passages)

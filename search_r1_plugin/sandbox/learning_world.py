@@ -35,6 +35,7 @@ class LearningWorld:
     countries: list[str]
     passages: list[dict]
     questions: dict[str, dict[str, list[dict]]]  # dataset -> split -> FlashRAG rows
+    practice: list[str]  # made-up names in no passage and no question: warm-start drills only
 
     def entity_names(self) -> list[str]:
         return [p["name"] for p in self.people] + [c["name"] for c in self.cities] + self.countries
@@ -48,7 +49,9 @@ def _unique(rng: random.Random, syllables: list[str], parts: int, used: set[str]
             return name
 
 
-def generate_learning_world(num_people: int = 200, num_cities: int = 40, num_countries: int = 20, test_people: int = 48, seed: int = 0):
+def generate_learning_world(
+    num_people: int = 200, num_cities: int = 40, num_countries: int = 20, test_people: int = 48, practice: int = 400, seed: int = 0
+):
     rng = random.Random(seed)
     used: set[str] = set()
     countries = [_unique(rng, PLACE_SYLLABLES, 2, used, "ia") for _ in range(num_countries)]
@@ -87,16 +90,21 @@ def generate_learning_world(num_people: int = 200, num_cities: int = 40, num_cou
         questions["learn_hotpotqa"][split].append(
             {"id": f"country_{i}", "question": f"In which country was {name} born?", "golden_answers": [p["city"]["country"]]}
         )
-    return LearningWorld(people, cities, countries, passages, questions)
+    # Made-up names for the warm start's copy drills: with only the training people to copy, a tiny model
+    # memorises each one instead of learning to copy; these make that impossible (format_demos.copy_drills).
+    drill_names = [_unique(rng, PEOPLE_SYLLABLES, 3, used) for _ in range(practice)]
+    return LearningWorld(people, cities, countries, passages, questions, drill_names)
 
 
 def write_learning_world(out: str | Path, **kwargs) -> dict[str, Path]:
-    """``corpus.jsonl``, ``{dataset}/{split}.jsonl`` and ``entities.txt`` (one name a line) under ``out``."""
+    """``corpus.jsonl``, ``{dataset}/{split}.jsonl``, ``entities.txt`` (one name a line) and ``practice.txt``
+    (made-up names for the warm start's drills) under ``out``."""
     out = Path(out)
     world = generate_learning_world(**kwargs)
-    paths = {"corpus": out / "corpus.jsonl", "entities": out / "entities.txt"}
+    paths = {"corpus": out / "corpus.jsonl", "entities": out / "entities.txt", "practice": out / "practice.txt"}
     write_jsonl(paths["corpus"], world.passages)
     paths["entities"].write_text("\n".join(world.entity_names()) + "\n")
+    paths["practice"].write_text("\n".join(world.practice) + "\n")
     for dataset, splits in world.questions.items():
         for split, rows in splits.items():
             paths[f"{dataset}/{split}"] = out / dataset / f"{split}.jsonl"
