@@ -16,6 +16,10 @@ rule              fires when                                                    
 ``valid_actions`` the valid-action rate falls below ``valid_action_floor`` after having been   0.5
                   above it
 ``length``        mean response length < ``length_floor_ratio`` × its running median          0.25 ×
+``format``        the share of trajectories without a valid answer rises above               0.9
+                  ``format_failure_ceiling`` after having been below it
+``clip``          the share of responses cut by the length budget rises above ``clip_ceiling``  0.9
+                  after having been below it (runaway generation)
 ================  ==========================================================================  ==================
 
 Modes: ``off``; ``warn`` (log the alarm, default); ``stop`` (raise :class:`TrainingHealthError`, which
@@ -43,6 +47,8 @@ GRAD_NORM = "actor/grad_norm"
 ENTROPY = "actor/entropy"
 VALID = "search_r1/valid_action_rate"
 LENGTH = "response_length/mean"
+FORMAT_FAILURE = "search_r1/health/format_failure"
+CLIP = "response_length/clip_ratio"
 
 
 class TrainingHealthError(SearchR1Error):
@@ -58,6 +64,8 @@ class HealthConfig:
     entropy_floor_ratio: float = 0.1
     valid_action_floor: float = 0.5
     length_floor_ratio: float = 0.25
+    format_failure_ceiling: float = 0.9
+    clip_ceiling: float = 0.9
     rollback_lr_factor: float = 0.5
 
     def __post_init__(self) -> None:
@@ -96,6 +104,8 @@ class HealthGuard:
     config: HealthConfig = field(default_factory=HealthConfig)
     history: dict[str, list[float]] = field(default_factory=dict)
     valid_was_above: bool = False
+    format_was_below: bool = False
+    clip_was_below: bool = False
     alarms: list[Alarm] = field(default_factory=list)
     last_good_step: Optional[int] = None
 
@@ -135,6 +145,18 @@ class HealthGuard:
             median = statistics.median(lengths)
             if median > 0 and length < cfg.length_floor_ratio * median:
                 fired.append(Alarm("length", step, f"{LENGTH}={length:.4g} < {cfg.length_floor_ratio:g} × running median {median:.4g}"))
+        failure = metrics.get(FORMAT_FAILURE)
+        if failure is not None:
+            if self.format_was_below and failure > cfg.format_failure_ceiling:
+                fired.append(
+                    Alarm("format", step, f"{FORMAT_FAILURE}={failure:.3f} rose above {cfg.format_failure_ceiling:g} after being below it")
+                )
+            self.format_was_below = self.format_was_below or failure <= cfg.format_failure_ceiling
+        clip = metrics.get(CLIP)
+        if clip is not None:
+            if self.clip_was_below and clip > cfg.clip_ceiling:
+                fired.append(Alarm("clip", step, f"{CLIP}={clip:.3f} rose above {cfg.clip_ceiling:g} after being below it"))
+            self.clip_was_below = self.clip_was_below or clip <= cfg.clip_ceiling
         for key in (GRAD_NORM, ENTROPY, LENGTH):
             value = metrics.get(key)
             if value is not None and math.isfinite(float(value)):

@@ -16,6 +16,8 @@ def steady(step: int) -> dict:
         "actor/pg_loss": 0.1,
         "search_r1/valid_action_rate": 0.8,
         "response_length/mean": 60.0 + step % 5,
+        "response_length/clip_ratio": 0.05,
+        "search_r1/health/format_failure": 0.2,
     }
 
 
@@ -38,6 +40,8 @@ def test_a_steady_run_never_fires():
         ("valid_actions", {"search_r1/valid_action_rate": 0.2}),
         ("length", {"response_length/mean": 5.0}),
         ("nan", {"actor/pg_loss": float("nan")}),
+        ("format", {"search_r1/health/format_failure": 1.0}),
+        ("clip", {"response_length/clip_ratio": 1.0}),
     ],
 )
 def test_each_rule_fires_at_the_step_with_its_numbers(rule, change):

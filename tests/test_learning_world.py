@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from search_r1_plugin.protocol import make_messages
 from search_r1_plugin.sandbox.format_demos import THINK_ANSWER, THINK_SEARCH, copy_drills, format_demonstrations, names_in, subject_of
 from search_r1_plugin.sandbox.learning_world import generate_learning_world
 
@@ -69,6 +70,7 @@ def test_copy_drills_make_every_name_one_the_model_writes(world):
     asked = [prompt.rsplit("Question:", 1)[1] for prompt, _ in drills]
     assert not any(set(re.findall(r"\w+", q)) & test_people for q in asked)  # no drill asks about a test person
     for prompt, [(text, trained)] in drills:
-        assert trained and text.startswith((THINK_ANSWER, THINK_SEARCH)) and len(prompt) < 400  # short contexts
+        assert trained and text.startswith((THINK_ANSWER, THINK_SEARCH))
+        assert len(prompt) < 400 or prompt == make_messages(prompt.rsplit("Question: ", 1)[1].strip())[0]["content"]
         if text.startswith(THINK_ANSWER):  # a name read in the prompt, not the question's answer
             assert re.search(r"<answer> (\w+) </answer>", text).group(1) in names_in(prompt.rsplit("Question:", 1)[0], set(names))

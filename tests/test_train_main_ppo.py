@@ -226,3 +226,32 @@ def test_v0_trainer_runs_a_step(protocol_model, train_data, bm25_server, tmp_pat
     for key in ("actor/pg_loss", "actor/kl_loss", "actor/grad_norm", "critic/score/mean", "num_turns/mean"):
         assert finite(m[key]), (key, m.get(key))
     assert m["training/rollout_probs_diff_max"] < 1e-3
+
+
+def test_health_guard_stops_a_run_made_to_collapse(protocol_model, train_data, bm25_server, tmp_path):
+    """A learning rate of 1.0 wrecks the model in its first update (seen: no valid answer any more, every
+    response runs to the length budget, entropy 1.1 -> 0.2): the guard (mode stop) names a rule at step 2,
+    the first step whose rollouts come from the wrecked model, and ends main_ppo before step 3."""
+    run = run_main_ppo(
+        "grpo",
+        tmp_path,
+        model=protocol_model,
+        train_files=train_data["train"],
+        val_files=train_data["test"],
+        retriever_url=f"{bm25_server}/retrieve",
+        overrides=[
+            FORMAT_REWARD,
+            "trainer.total_training_steps=4",
+            "trainer.save_freq=-1",
+            "trainer.test_freq=-1",
+            "actor_rollout_ref.actor.optim.lr=1.0",
+            "search_r1.health.mode=stop",
+            "search_r1.health.warmup_steps=1",
+        ],
+        timeout_s=600,
+    )
+    assert run.returncode != 0
+    fired = re.findall(r"search_r1 health: rule '(\w+)' fired at step (\d+): ([^\n]*)", run.log)
+    assert fired and {int(step) for _, step, _ in fired} == {2}, fired
+    assert [r["step"] for r in run.metrics] == [1, 2]  # stopped when step 3 was sampled
+    assert run.step(1)["search_r1/health/alarms"] == 0

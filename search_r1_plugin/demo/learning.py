@@ -78,7 +78,7 @@ ARMS = {
 }
 DATASETS = ("learn_nq", "learn_hotpotqa")
 MODEL_SIZE = {"hidden_size": 64, "num_layers": 2}
-WARM_START_STEPS = 600  # second phase: the format demonstrations
+WARM_START_STEPS = 800  # second phase: the format demonstrations (and the drills)
 WARM_START_LR = 3e-3
 DRILL_STEPS = 800  # first phase: short copy drills (format_demos.copy_drills)
 DRILL_ROUNDS = 10  # every passage shown this many times in the drills
@@ -330,7 +330,18 @@ def write_report(results: list[ArmResult], arms: list[Arm], seeds: list[int], ou
     (out / "learning.md").write_text("\n".join(lines) + "\n")
     (out / "learning.json").write_text(
         json.dumps(
-            [{"arm": r.arm, "seed": r.seed, "seconds": r.seconds, "returncode": r.returncode, "val": r.val} for r in results], indent=1
+            [
+                {
+                    "arm": r.arm,
+                    "seed": r.seed,
+                    "seconds": r.seconds,
+                    "returncode": r.returncode,
+                    "val": r.val,
+                    "health_alarms": sum(m.get("search_r1/health/alarms", 0) for m in r.train.values()),
+                }
+                for r in results
+            ],
+            indent=1,
         )
     )
 

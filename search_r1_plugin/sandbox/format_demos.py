@@ -108,15 +108,19 @@ def copy_drills(
     (``Question: …`` → ``<search> name </search>``, for the training questions and for ``extra_subjects``
     asked about in :data:`DRILL_QUESTION` — places and made-up names, never a test person), and "write a
     name you read" (one to three random passages → ``<answer>`` a random name from them), each passage
-    shown ``rounds`` times so every name of the corpus is one the model writes. Neither says which name
-    answers a question."""
+    shown ``rounds`` times so every name of the corpus is one the model writes. The search drill about
+    places and made-up names is also given in the protocol's own prompt, which keeps the copy general when
+    the second phase trains on the training questions. Neither says which name answers a question."""
     rng = random.Random(f"drills/{seed}")
     names = set(names) | set(extra_subjects)
     drills: list[Demonstration] = []
     written: dict[str, int] = {}
     asked = list(questions) + [DRILL_QUESTION.format(name=n) for n in extra_subjects]
     for question in asked:
-        drills += [(f"Question: {question}\n", [(f"{THINK_SEARCH}<search> {subject_of(question, names)} </search>", True)])] * 2
+        search = [(f"{THINK_SEARCH}<search> {subject_of(question, names)} </search>", True)]
+        drills += [(f"Question: {question}\n", search)] * 2
+        if question not in questions:  # the same drill in the protocol's prompt (places and made-up names only)
+            drills.append((make_messages(question)[0]["content"], search))
     for _ in range(rounds):
         order = list(passages)
         rng.shuffle(order)
