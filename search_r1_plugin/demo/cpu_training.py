@@ -11,7 +11,8 @@ supervised warm start on protocol demonstrations so it searches and answers) →
 reference — and critic with ``--algo ppo`` — rollout ``hf`` running our agent loop, our reward) →
 per-step metrics on the console, ``main_ppo_metrics.jsonl`` (verl's file logger) and ``training_curve.png``.
 The model is tiny and random-initialised: the run shows the machinery, not a learning curve worth
-reading; the same algorithm without the ``cpu`` variant trains Qwen2.5 on GPUs (README).
+reading (``search-r1 demo --learn`` is the learning comparison); the same algorithm without the ``cpu``
+variant trains Qwen2.5 on GPUs (README). ``--steps N`` trains N steps and validates after the last.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ Retrieve = Callable[[str], Awaitable[list[dict]]]
 
 THINK_SEARCH = "<think> I need to search. </think>\n"
 THINK_ANSWER = "<think> I can answer now. </think>\n"
+BASELINE_SHARE = 1 / 3  # questions that also get R1- and RAG-format demonstrations
 
 
 def names_in(text: str, names: set[str]) -> list[str]:
@@ -87,11 +88,12 @@ async def _demonstrations(
     guess = f"{THINK_ANSWER}<answer> {rng.choice(candidates)} </answer>"
     rag_prompt = make_messages(question, "rag", format_docs(await retrieve(question)))[0]["content"]
     rag_answer = f"{THINK_ANSWER}<answer> {rng.choice(candidates)} </answer>"
-    return [
-        (make_messages(question)[0]["content"], [*segments, (answer, True)]),
-        (make_messages(question, "r1")[0]["content"], [(guess, True)]),
-        (rag_prompt, [(rag_answer, True)]),
-    ]
+    demos = [(make_messages(question)[0]["content"], [*segments, (answer, True)])]
+    # The baselines' formats for one question in three: their first turn answers at once, and a tiny model
+    # that sees it as often as the Search-R1 format stops searching under the Search-R1 prompt too.
+    if rng.random() < BASELINE_SHARE:
+        demos += [(make_messages(question, "r1")[0]["content"], [(guess, True)]), (rag_prompt, [(rag_answer, True)])]
+    return demos
 
 
 DRILL_QUESTION = "What is known about {name}?"
