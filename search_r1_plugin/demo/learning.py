@@ -188,7 +188,7 @@ def prepare_data(world: dict, out: Path, retriever_url: str) -> dict[str, dict[s
     return files
 
 
-def warm_started_model(world: dict, out: Path, retriever_url: str, seed: int, steps: int, log) -> tuple[Path, dict]:
+def warm_started_model(world: dict, out: Path, retriever_url: str, seed: int, steps: int, drill_steps: int, log) -> tuple[Path, dict]:
     """The tiny Qwen2 every arm of ``seed`` starts from: the format demonstrations of the training questions
     and the reading drills (:mod:`search_r1_plugin.sandbox.format_demos`), names weighted up in the loss."""
     from transformers import AutoTokenizer
@@ -219,8 +219,8 @@ def warm_started_model(world: dict, out: Path, retriever_url: str, seed: int, st
     corpus = [p["contents"] for p in passages]
     model = build_tiny_qwen2(out, seed=seed, extra_text=corpus + questions, whole_words=names + practice, **MODEL_SIZE)
     weights = dict.fromkeys(AutoTokenizer.from_pretrained(model).convert_tokens_to_ids(names + practice), NAME_WEIGHT)
-    log(f"warm start 1/2: {len(drills)} copy drills, {DRILL_STEPS} steps")
-    first = warm_start(model, drills, steps=DRILL_STEPS, lr=WARM_START_LR, batch_size=32, seed=seed, progress=True, token_weights=weights)
+    log(f"warm start 1/2: {len(drills)} copy drills, {drill_steps} steps")
+    first = warm_start(model, drills, steps=drill_steps, lr=WARM_START_LR, batch_size=32, seed=seed, progress=True, token_weights=weights)
     log(f"warm start 2/2: {len(demonstrations)} format demonstrations, {steps} steps")
     second = warm_start(
         model, demonstrations, steps=steps, lr=WARM_START_LR, batch_size=16, seed=seed, progress=True, token_weights=weights
@@ -358,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--val-every", type=int, default=5)
     p.add_argument("--out", type=Path, default=Path("runs/learn"))
-    p.add_argument("--warm-start-steps", type=int, default=WARM_START_STEPS)
+    p.add_argument("--warm-start-steps", type=int, default=WARM_START_STEPS, help="second phase (format demonstrations)")
+    p.add_argument("--drill-steps", type=int, default=DRILL_STEPS, help="first phase (copy drills)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds before one arm's main_ppo is stopped")
     p.add_argument("overrides", nargs="*", help="extra main_ppo overrides for every arm")
     args = p.parse_args(argv)
@@ -393,7 +394,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"retrieval server {url}; verl parquet files (search_r1, r1, rag prompts)")
         data = prepare_data(world, out / "data", retriever)
         for seed in seeds:
-            model, losses = warm_started_model(world, out / f"seed{seed}" / "model", retriever, seed, args.warm_start_steps, log)
+            model, losses = warm_started_model(
+                world, out / f"seed{seed}" / "model", retriever, seed, args.warm_start_steps, args.drill_steps, log
+            )
             log(f"seed {seed}: warm-start loss {losses['first_loss']:.2f} -> {losses['last_loss']:.2f}")
             for arm in arms:
                 results.append(run_arm(arm, seed, model, data, retriever, out / f"seed{seed}" / arm.name, args, log))
