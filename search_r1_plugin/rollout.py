@@ -188,9 +188,17 @@ async def run_trajectory(
         ids = ids[: cut_turn(ids, enc.decode, config.turn_cut)]
         text = enc.decode(ids)  # unchanged by dropping a trailing special token below (decoded without them)
         action = parse_action(text)
-        if config.turn_cut == "original" and action.kind is None and turn < config.max_turns and ids and ids[-1] in enc.special_ids:
+        if (
+            config.turn_cut == "original"
+            and action.kind is None
+            and turn < config.max_turns
+            and len(ids) > 1
+            and ids[-1] in enc.special_ids
+        ):
             # The original decoded without special tokens and re-encoded, so an action-less turn that
-            # ended on EOS lost it before the invalid-action message; the kept tokens are unchanged.
+            # ended on EOS lost it before the invalid-action message; the kept tokens are unchanged. A turn
+            # that is nothing but EOS keeps it: an empty turn would end the trajectory with no response at
+            # all, and verl cannot place the reward of an empty response (its step fails).
             ids = ids[:-1]
         if logprobs is None:
             traj.has_logprobs = False

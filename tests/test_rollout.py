@@ -250,6 +250,16 @@ def test_original_turn_cut_drops_eos_of_an_action_less_turn(tiny_tokenizer):
     assert segments(tok, traj)[0][0] == f"<think> hmm </think>{eos}"  # today's behaviour keeps it
 
 
+def test_a_turn_of_only_eos_keeps_it_so_the_response_is_never_empty(tiny_tokenizer):
+    """A barely trained model may end its first turn at once; dropping that EOS (the rule above) left an empty
+    response, on which verl's reward placement fails the whole step (seen in the learning demo's PPO arm)."""
+    tok = tiny_tokenizer
+    for mode in ("original", "earliest"):
+        traj, _ = run(tok, [tok.eos_token, tok.eos_token, tok.eos_token], turn_cut=mode)
+        assert traj.response_ids and traj.response_mask[-1] == 1 and traj.response_ids[-1] == tok.eos_token_id
+        assert traj.invalid_actions >= 1
+
+
 def test_turn_cut_is_validated():
     with pytest.raises(ConfigError, match="search_r1.turn_cut"):
         SearchR1Config(turn_cut="latest")
