@@ -119,3 +119,45 @@ def test_every_method_runs_on_tiny_model(method, sample_world, tmp_path, tiny_mo
     line = json.loads((tmp_path / "trajectories" / "sample_nq.jsonl").read_text())
     if method in ("rag", "ircot"):
         assert line["searches"] >= 1  # retrieval happened through the server
+
+
+def test_batched_vllm_policy_delivers_to_callers_still_waiting_only():
+    """A caller cancelled while its batch runs (another task of its gather failed) gets nothing, and the
+    others of the batch still get their tokens, whether the batch succeeds or fails (no InvalidStateError)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from search_r1_plugin.evaluation.backends import VLLMPolicy
+
+    def policy(run):
+        p = VLLMPolicy.__new__(VLLMPolicy)  # the batching without an engine: _run stands for llm.generate
+        p.pending, p.flusher, p.max_wait_s = [], None, 0.01
+        p.executor = ThreadPoolExecutor(max_workers=1)
+        p._run = run
+        return p
+
+    async def one_cancelled(p):
+        dropped = asyncio.ensure_future(p([3], 4))
+        kept = asyncio.ensure_future(p([1, 2], 4))
+        await asyncio.sleep(0)
+        flusher = p.flusher
+        dropped.cancel()
+        # before the fix, delivering to the cancelled caller raised InvalidStateError and the rest waited forever
+        results = await asyncio.wait_for(asyncio.gather(kept, dropped, return_exceptions=True), 5)
+        await asyncio.wait_for(flusher, 5)
+        return results
+
+    def slow(batch):
+        import time
+
+        time.sleep(0.05)
+        return [[len(ids)] for ids, *_ in batch]
+
+    kept, dropped = asyncio.run(one_cancelled(policy(slow)))
+    assert kept == ([2], None) and isinstance(dropped, asyncio.CancelledError)
+
+    def broken(batch):
+        raise RuntimeError("engine died")
+
+    kept, dropped = asyncio.run(one_cancelled(policy(broken)))
+    assert isinstance(kept, RuntimeError) and "engine died" in str(kept) and isinstance(dropped, asyncio.CancelledError)

@@ -98,10 +98,12 @@ class VLLMPolicy:
             outs = await asyncio.get_running_loop().run_in_executor(self.executor, self._run, batch)
         except Exception as exc:
             for *_, fut in batch:
-                fut.set_exception(exc)
+                if not fut.done():  # a caller cancelled (another task of its gather failed): nothing to deliver
+                    fut.set_exception(exc)
             return
         for (*_, fut), ids in zip(batch, outs):
-            fut.set_result(ids)
+            if not fut.done():
+                fut.set_result(ids)
 
     async def __call__(self, context_ids: list[int], max_tokens: int, stop: Sequence[str] = STOP_STRINGS):
         fut = asyncio.get_running_loop().create_future()
