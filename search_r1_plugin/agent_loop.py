@@ -88,20 +88,26 @@ class SearchR1AgentLoop(AgentLoopBase):
         self.response_length = int(self.rollout_config.response_length)
         self.retriever = client_from_config(self.search_config)
 
-    async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> AgentLoopOutput:
+    async def run(self, sampling_params: dict[str, Any], priority: int = 0, **kwargs: Any) -> AgentLoopOutput:
         messages = list(kwargs["raw_prompt"])
         prompt_ids = await self.ct_build_initial_tokens(messages)
-        request_id = uuid4().hex  # one id per trajectory: sticky routing to the same vLLM replica
+        # One id per trajectory (sticky routing to the same replica); under rollout.full_determinism the
+        # deterministic id and the scheduling priority verl's own loops use (priority: the sample's index).
+        priority = int(priority)
+        request_id = f"det-{priority}" if self.rollout_config.get("full_determinism", False) else uuid4().hex
         timing: dict[str, float] = {}
         engine_fields: dict[str, Any] = {}
         engine: dict[str, Any] = {"num_preempted": None, "routed_experts": None}
 
         async def policy(context_ids: list[int], max_tokens: int, stop: list[str]):
             """verl's server manager as a policy (search_r1_plugin.policy): one engine call per turn."""
-            params = dict(sampling_params)
-            params.update(max_tokens=max_tokens, stop=list(stop), include_stop_str_in_output=True)
+            # Only keys every engine's SamplingParams takes (docs/engines.md): the returned token ids hold the
+            # whole token that completed a stop string whatever the engine's text-side stop options say.
+            params = dict(sampling_params, max_tokens=max_tokens, stop=list(stop))
             with simple_timer("generate_sequences", timing):
-                out = await self.server_manager.generate(request_id=request_id, prompt_ids=context_ids, sampling_params=params)
+                out = await self.server_manager.generate(
+                    request_id=request_id, prompt_ids=context_ids, sampling_params=params, priority=priority
+                )
             merge_engine_fields(engine_fields, out.extra_fields)
             if out.num_preempted is not None:
                 engine["num_preempted"] = (engine["num_preempted"] or 0) + out.num_preempted

@@ -49,7 +49,7 @@ class PolicyServer:
         self.logprob = logprob
         self.calls: list[dict[str, Any]] = []
 
-    async def generate(self, request_id: str, *, prompt_ids: list[int], sampling_params: dict[str, Any], **_: Any):
+    async def generate(self, request_id: str, *, prompt_ids: list[int], sampling_params: dict[str, Any], **kwargs: Any):
         from verl.workers.rollout.replica import TokenOutput
 
         max_tokens = int(sampling_params.get("max_tokens") or 10**9)
@@ -58,6 +58,12 @@ class PolicyServer:
         if logprobs is None:
             logprobs = [self.logprob - 0.001 * i for i in range(len(ids))]
         self.calls.append(
-            {"request_id": request_id, "prompt_ids": list(prompt_ids), "sampling_params": dict(sampling_params), "output_ids": ids}
+            {
+                "request_id": request_id,
+                "prompt_ids": list(prompt_ids),
+                "sampling_params": dict(sampling_params),
+                "output_ids": ids,
+                "priority": kwargs.get("priority"),
+            }
         )
         return TokenOutput(token_ids=ids, log_probs=list(logprobs)[: len(ids)], stop_reason="completed")

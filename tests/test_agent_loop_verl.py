@@ -71,11 +71,15 @@ def test_scripted_policy_through_verl(tiny_model_dir, tiny_tokenizer, bm25_serve
     )
     llm = PolicyServer(scripted_policy(tiny_tokenizer, rows))
     out = run_worker(config, llm, rows)
-    # verl's engines are asked to stop on </search> (turn_cut=original) and keep it in the output
-    assert (
-        all(c["sampling_params"]["stop"] == ["</search>"] and c["sampling_params"]["include_stop_str_in_output"] for c in llm.calls)
-        and llm.calls
-    )
+    # verl's engines are asked to stop on </search> (turn_cut=original), with no engine-specific key
+    # (SGLang's SamplingParams has no include_stop_str_in_output); the sample's priority goes with every call
+    assert llm.calls and all(c["sampling_params"]["stop"] == ["</search>"] for c in llm.calls)
+    assert not any("include_stop_str_in_output" in c["sampling_params"] for c in llm.calls)
+    assert {c["priority"] for c in llm.calls} == set(range(len(rows)))
+    by_id = {}
+    for c in llm.calls:  # one random id per trajectory, the same on every turn of it
+        by_id.setdefault(c["request_id"], set()).add(c["priority"])
+    assert len(by_id) == len(rows) and all(len(p) == 1 for p in by_id.values())
 
     responses, resp_mask = out.batch["responses"], out.batch["response_mask"]
     attn = out.batch["attention_mask"][:, -RESPONSE_LENGTH:]
@@ -253,3 +257,12 @@ def test_weight_versions_reach_the_batch(tiny_model_dir, tiny_tokenizer, bm25_se
     assert all(isinstance(v, int) for v in list(lo) + list(hi))
     assert sorted(zip(lo, hi)) == sorted((min(s), max(s)) for s in seen.values())
     assert [len(s) for s in seen.values()] == [2, 2]
+
+
+def test_full_determinism_uses_verls_deterministic_request_ids(tiny_model_dir, tiny_tokenizer, bm25_server, sample_world):
+    """Under rollout.full_determinism each trajectory's calls carry verl's ``det-{priority}`` id, as verl's own loops."""
+    rows = load_questions(sample_world)
+    config = trainer_config(tiny_model_dir, bm25_server, "actor_rollout_ref.rollout.full_determinism=true")
+    llm = PolicyServer(scripted_policy(tiny_tokenizer, rows))
+    run_worker(config, llm, rows)
+    assert llm.calls and all(c["request_id"] == f"det-{c['priority']}" for c in llm.calls)

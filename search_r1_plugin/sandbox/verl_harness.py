@@ -72,5 +72,6 @@ def make_batch(rows: Sequence[dict[str, Any]], agent_name: str = "search_r1", va
         "index": col([r.get("extra_info", {}).get("index", i) for i, r in enumerate(rows)]),
         "uid": col([str(uuid.uuid4()) for _ in rows]),
         "agent_name": col([agent_name] * n),
+        "priority": np.arange(n, dtype=np.int64),  # what verl's AgentLoopManager adds before dispatch
     }
     return DataProto.from_dict(non_tensors=non_tensor, meta_info={"validate": validate, "global_steps": 0})
