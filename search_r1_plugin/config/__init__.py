@@ -46,6 +46,13 @@ def response_budget(max_turns: int, max_turn_tokens: int, max_obs_length: int) -
     return (int(max_turns) + 1) * int(max_turn_tokens) + int(max_turns) * int(max_obs_length)
 
 
+def context_length(prompt_length: int, response_length: int) -> int:
+    """The longest context a rollout can reach: the prompt plus the whole response budget (observations
+    included). vLLM otherwise sizes its KV cache for ``max_position_embeddings`` (32k–128k for Qwen2.5)
+    and refuses to start on cards where one such sequence does not fit."""
+    return int(prompt_length) + int(response_length)
+
+
 # verl estimator -> the algorithm's name in a run name (the file name in search_r1_algo/)
 _ALGORITHM_LABELS = {"gae": "ppo", "reinforce_plus_plus": "reinforce_pp"}
 
@@ -129,6 +136,8 @@ if not OmegaConf.has_resolver("search_r1_experiment"):
     OmegaConf.register_new_resolver("search_r1_experiment", experiment_name)
 if not OmegaConf.has_resolver("search_r1_response_budget"):
     OmegaConf.register_new_resolver("search_r1_response_budget", response_budget)
+if not OmegaConf.has_resolver("search_r1_context_length"):
+    OmegaConf.register_new_resolver("search_r1_context_length", context_length)
 if not OmegaConf.has_resolver("search_r1_div"):
     OmegaConf.register_new_resolver("search_r1_div", per_gpu)
 if not OmegaConf.has_resolver("search_r1_check"):
