@@ -194,7 +194,7 @@ def warm_started_model(world: dict, out: Path, retriever_url: str, seed: int, st
     from transformers import AutoTokenizer
 
     from search_r1_plugin.retrieval_client import RetrievalClient
-    from search_r1_plugin.sandbox.format_demos import copy_drills, format_demonstrations, subject_of
+    from search_r1_plugin.sandbox.format_demos import copy_drills, format_demonstrations
     from search_r1_plugin.sandbox.tiny_model import build_tiny_qwen2, warm_start
 
     names = world["entities"].read_text().split()
@@ -209,21 +209,16 @@ def warm_started_model(world: dict, out: Path, retriever_url: str, seed: int, st
             await client.close()
 
     demonstrations = asyncio.run(demos())
-    # subjects of the search drills beyond the training people: places and made-up names, never a test person
-    people = {
-        subject_of(r["question"], set(names)) for d in DATASETS for split in ("train", "test") for r in _question_rows(world, d, split)
-    }
     practice = world["practice"].read_text().split()
-    extra = [n for n in names if n not in people] + practice  # the places, and the made-up names
-    drills = copy_drills(questions, passages, names, rounds=DRILL_ROUNDS, seed=seed, extra_subjects=extra)
+    drills = copy_drills(questions, passages, names, rounds=DRILL_ROUNDS, seed=seed, practice=practice)
     corpus = [p["contents"] for p in passages]
     model = build_tiny_qwen2(out, seed=seed, extra_text=corpus + questions, whole_words=names + practice, **MODEL_SIZE)
     weights = dict.fromkeys(AutoTokenizer.from_pretrained(model).convert_tokens_to_ids(names + practice), NAME_WEIGHT)
     log(f"warm start 1/2: {len(drills)} copy drills, {drill_steps} steps")
     first = warm_start(model, drills, steps=drill_steps, lr=WARM_START_LR, batch_size=32, seed=seed, progress=True, token_weights=weights)
-    log(f"warm start 2/2: {len(demonstrations)} format demonstrations, {steps} steps")
+    log(f"warm start 2/2: {len(demonstrations)} format demonstrations and the drills, {steps} steps")
     second = warm_start(
-        model, demonstrations, steps=steps, lr=WARM_START_LR, batch_size=16, seed=seed, progress=True, token_weights=weights
+        model, demonstrations + [d for d in drills if d[0].startswith("Answer the given question")], steps=steps, lr=WARM_START_LR, batch_size=16, seed=seed, progress=True, token_weights=weights
     )
     return model, {"first_loss": first["first_loss"], "drill_loss": first["last_loss"], "last_loss": second["last_loss"]}
 
@@ -360,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("runs/learn"))
     p.add_argument("--warm-start-steps", type=int, default=WARM_START_STEPS, help="second phase (format demonstrations)")
     p.add_argument("--drill-steps", type=int, default=DRILL_STEPS, help="first phase (copy drills)")
+    p.add_argument("--model", type=Path, help="a warm-started checkpoint of this world to start every arm from (skips the warm start)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds before one arm's main_ppo is stopped")
     p.add_argument("overrides", nargs="*", help="extra main_ppo overrides for every arm")
     args = p.parse_args(argv)
@@ -394,10 +390,13 @@ def main(argv: list[str] | None = None) -> int:
         log(f"retrieval server {url}; verl parquet files (search_r1, r1, rag prompts)")
         data = prepare_data(world, out / "data", retriever)
         for seed in seeds:
-            model, losses = warm_started_model(
-                world, out / f"seed{seed}" / "model", retriever, seed, args.warm_start_steps, args.drill_steps, log
-            )
-            log(f"seed {seed}: warm-start loss {losses['first_loss']:.2f} -> {losses['last_loss']:.2f}")
+            if args.model:
+                model = args.model.resolve()
+            else:
+                model, losses = warm_started_model(
+                    world, out / f"seed{seed}" / "model", retriever, seed, args.warm_start_steps, args.drill_steps, log
+                )
+                log(f"seed {seed}: warm-start loss {losses['first_loss']:.2f} -> {losses['last_loss']:.2f}")
             for arm in arms:
                 results.append(run_arm(arm, seed, model, data, retriever, out / f"seed{seed}" / arm.name, args, log))
     log("table and curves")

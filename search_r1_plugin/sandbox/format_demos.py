@@ -3,18 +3,19 @@
 A tiny random model never writes a tag, so RL from scratch sees reward 0 everywhere. These
 demonstrations teach *how* to act, each with the real passages the retrieval server returns:
 
-* Search-R1 format: search for the question's subject (the one name in the question), read what
-  comes back, then — at random, half the time — search again for a random name seen in those
-  passages, and answer with **a random name from the passages just read**. Which name answers the
+* Search-R1 format: search with the question itself, read what comes back, then — at random, half
+  the time — search again for a random name seen in those passages, and answer with **a random name
+  (other than the question's subject) from the passages just read**. Which name answers the
   question, and when a second search helps, is left for RL: the warm start answers at chance.
 * R1 format (no search): answer with a random name from the same passages, which the model never sees.
 * RAG format (the passages retrieved for the question in the prompt, as ``prepare-data --template rag``
   writes them): answer with a random name from the Search-R1 demonstration's first passages.
-* Copy drills (:func:`copy_drills`, the warm start's first phase): short prompts that teach copying a
-  name — the question's subject into a search, any name of random passages into an answer. A tiny model
-  only copies names it has been trained to write, and learns copying over short contexts far faster than
-  over the protocol's long prompt; the drills make every name of the corpus — test people's included —
-  one it writes, without a question about them and without telling which name answers what.
+* Copy drills (:func:`copy_drills`, the warm start's first phase): short prompts that teach copying —
+  a question into a search (about made-up people, so the copy cannot be memorised per person), any name
+  of random passages into an answer. A tiny model only copies names it has been trained to write, and
+  learns copying over short contexts far faster than over the protocol's long prompt; the drills make
+  every name of the corpus — test people's included — one it writes, without a question about them and
+  without telling which name answers what.
 
 One warm-started checkpoint serves every arm, so the arms start from the same weights; each arm's
 starting point is that checkpoint's validation EM under the arm's own prompt.
@@ -27,6 +28,7 @@ import re
 from typing import Awaitable, Callable, Iterable, Sequence
 
 from search_r1_plugin.protocol import format_docs, format_observation, make_messages
+from search_r1_plugin.sandbox.learning_world import QUESTIONS
 from search_r1_plugin.sandbox.tiny_model import Demonstration
 
 Retrieve = Callable[[str], Awaitable[list[dict]]]
@@ -75,9 +77,9 @@ async def _demonstrations(
     question: str, retrieve: Retrieve, names: set[str], rng: random.Random, second_search: float
 ) -> list[Demonstration]:
     subject = subject_of(question, names)
-    first = await retrieve(subject)
+    first = await retrieve(question)
     candidates = [n for n in names_in(_contents(first), names) if n != subject] or [subject]
-    segments = [(f"{THINK_SEARCH}<search> {subject} </search>", True), (format_observation(first), False)]
+    segments = [(f"{THINK_SEARCH}<search> {question} </search>", True), (format_observation(first), False)]
     read = first
     if rng.random() < second_search:
         hop = rng.choice(candidates)
@@ -96,33 +98,28 @@ async def _demonstrations(
     return demos
 
 
-DRILL_QUESTION = "What is known about {name}?"
-
-
 def copy_drills(
-    questions: Sequence[str], passages: Sequence[dict], names: Iterable[str], rounds: int, seed: int = 0, extra_subjects: Sequence[str] = ()
+    questions: Sequence[str], passages: Sequence[dict], names: Iterable[str], rounds: int, seed: int = 0, practice: Sequence[str] = ()
 ) -> list[Demonstration]:
     """Short-context drills for the first phase of the warm start (see the module docstring).
 
-    A tiny model learns to copy a name over a short context in a few hundred steps and then keeps the
-    skill over long ones; over the protocol's 150-token prompt it barely learns it at all. Two drills,
-    both with a short prompt that is not the protocol's: "search the name the question asks about"
-    (``Question: …`` → ``<search> name </search>``, for the training questions and for ``extra_subjects``
-    asked about in :data:`DRILL_QUESTION` — places and made-up names, never a test person), and "write a
-    name you read" (one to three random passages → ``<answer>`` a random name from them), each passage
-    shown ``rounds`` times so every name of the corpus is one the model writes. The search drill about
-    places and made-up names is also given in the protocol's own prompt, which keeps the copy general when
-    the second phase trains on the training questions. Neither says which name answers a question."""
+    A tiny model learns to copy over a short context in a few hundred steps and then keeps the skill over
+    long ones; over the protocol's 150-token prompt it barely learns it at all. Two drills: "search with
+    the question" (``Question: …`` → ``<search> question </search>``) about the ``practice`` names (made-up
+    people in no passage: a copy learnt on them cannot be a memorised subject), each asked once in a short
+    prompt and once in the protocol's own prompt, which keeps the copy general when the second phase trains
+    on the training questions; and "write a name you read" (one to three random passages → ``<answer>`` a
+    random name from them), each passage shown ``rounds`` times so every name of the corpus is one the
+    model writes. Neither says which name answers a question."""
     rng = random.Random(f"drills/{seed}")
-    names = set(names) | set(extra_subjects)
+    names = set(names)
     drills: list[Demonstration] = []
     written: dict[str, int] = {}
-    asked = list(questions) + [DRILL_QUESTION.format(name=n) for n in extra_subjects]
-    for question in asked:
-        search = [(f"{THINK_SEARCH}<search> {subject_of(question, names)} </search>", True)]
-        drills += [(f"Question: {question}\n", search)] * 2
-        if question not in questions:  # the same drill in the protocol's prompt (places and made-up names only)
-            drills.append((make_messages(question)[0]["content"], search))
+    templates = sorted(set(QUESTIONS.values()))
+    for name in practice:
+        question = rng.choice(templates).format(name=name)
+        search = [(f"{THINK_SEARCH}<search> {question} </search>", True)]
+        drills += [(f"Question: {question}\n", search), (make_messages(question)[0]["content"], search)]
     for _ in range(rounds):
         order = list(passages)
         rng.shuffle(order)

@@ -4,13 +4,14 @@ Fictional people, cities and countries, each name one word that the tiny model's
 one token (:func:`entity_names`), so "reading" is choosing which token of the retrieved passages to
 copy. Passages are in the wiki-18 jsonl format:
 
-* a biography per person: ``"Kalomi" / Kalomi was born in Ravenor. Kalomi studied under Tilsaro.``
+* a birth record per person: ``"Kalomi" / Kalomi was born in Ravenor.``
+* a mentor record per person: ``"Kalomi" / Kalomi studied under Tilsaro.``
 * a page per city: ``"Ravenor" / Ravenor is a city in Quelmia.``
-* a distractor per person: ``"Kalomi and Drusen" / Kalomi once visited Belgor with Drusen.`` (names the
-  person next to another city and person, so the passages a search returns hold several candidates)
 
-Questions (FlashRAG rows): one-hop (``learn_nq``: birth city, mentor) and two-hop (``learn_hotpotqa``:
-the country of the birth city, which needs a second search for the city). Train and test questions
+so a search returns several names (the person's city and mentor, the people they taught, other people
+born in a city) and only one answers the question. Questions (FlashRAG rows) end with their subject
+(``What is the birth city of Kalomi?``): one-hop (``learn_nq``: birth city, mentor) and two-hop
+(``learn_hotpotqa``: the birth country, which needs a second search for the city). Train and test questions
 are about **disjoint people**: a validation question's subject never appears in a training question.
 Answers are spread uniformly over many values (40 cities, 20 countries, 200 mentors), so a policy that
 cannot read (R1) gains at most a few points by guessing the commonest answer of the right type.
@@ -26,6 +27,10 @@ from search_r1_plugin.sandbox.world import write_jsonl
 
 PEOPLE_SYLLABLES = "ka lo mi ra ven tor sa qui bel dun fa nim pel zar gu thi won bra cel dra ish mon yan ro".split()
 PLACE_SYLLABLES = "vor dal mer quen stad hal brin kor lund wick fen gard mos tal ber".split()
+
+# Every question ends with its subject, so a model that searches with the question copies the one name it
+# has to copy from the same distance back whatever the person (a tiny model learns that copy quickly).
+QUESTIONS = {"city": "What is the birth city of {name}?", "country": "What is the birth country of {name}?"}
 
 
 @dataclass
@@ -50,7 +55,7 @@ def _unique(rng: random.Random, syllables: list[str], parts: int, used: set[str]
 
 
 def generate_learning_world(
-    num_people: int = 200, num_cities: int = 40, num_countries: int = 20, test_people: int = 48, practice: int = 400, seed: int = 0
+    num_people: int = 1000, num_cities: int = 40, num_countries: int = 20, test_people: int = 100, practice: int = 400, seed: int = 0
 ):
     rng = random.Random(seed)
     used: set[str] = set()
@@ -67,12 +72,10 @@ def generate_learning_world(
         passages.append({"id": str(len(passages)), "contents": f'"{title}"\n{text}'})
 
     for p in people:
-        add(p["name"], f"{p['name']} was born in {p['city']['name']}. {p['name']} studied under {p['mentor']}.")
+        add(p["name"], f"{p['name']} was born in {p['city']['name']}.")
+        add(p["name"], f"{p['name']} studied under {p['mentor']}.")
     for c in cities:
         add(c["name"], f"{c['name']} is a city in {c['country']}.")
-    for p in people:
-        other = rng.choice([q for q in people if q is not p])
-        add(f"{p['name']} and {other['name']}", f"{p['name']} once visited {rng.choice(cities)['name']} with {other['name']}.")
 
     order = list(range(num_people))
     rng.shuffle(order)
@@ -81,14 +84,11 @@ def generate_learning_world(
     for i, p in enumerate(people):
         split = "test" if i in test_ids else "train"
         name = p["name"]
-        one_hop = [
-            ("city", f"In which city was {name} born?", p["city"]["name"]),
-            ("mentor", f"Who was the mentor of {name}?", p["mentor"]),
-        ]
-        for kind, q, a in one_hop:
-            questions["learn_nq"][split].append({"id": f"{kind}_{i}", "question": q, "golden_answers": [a]})
+        questions["learn_nq"][split].append(
+            {"id": f"city_{i}", "question": QUESTIONS["city"].format(name=name), "golden_answers": [p["city"]["name"]]}
+        )
         questions["learn_hotpotqa"][split].append(
-            {"id": f"country_{i}", "question": f"In which country was {name} born?", "golden_answers": [p["city"]["country"]]}
+            {"id": f"country_{i}", "question": QUESTIONS["country"].format(name=name), "golden_answers": [p["city"]["country"]]}
         )
     # Made-up names for the warm start's copy drills: with only the training people to copy, a tiny model
     # memorises each one instead of learning to copy; these make that impossible (format_demos.copy_drills).
