@@ -102,6 +102,18 @@ class SearchR1Config:
         return asdict(self)
 
 
+def check_engine(name: str, skip_tokenizer_init: bool) -> None:
+    """Every turn ends on a stop string (``</search>``), so the rollout engine must honour stop strings.
+    SGLang refuses them when it starts without a tokenizer (``raise_if_tokenizer_required`` in its
+    ``sampling_params.py``), and verl passes ``rollout.skip_tokenizer_init`` (default true) to it; verl's
+    vLLM server always starts vLLM with its tokenizer (docs/engines.md)."""
+    if str(name) == "sglang" and bool(skip_tokenizer_init):
+        raise ConfigError(
+            "actor_rollout_ref.rollout.skip_tokenizer_init=true: SGLang then refuses the stop strings every "
+            "Search-R1 turn ends on; add search_r1_variant=[…,sglang] or set it to false"
+        )
+
+
 def check_rollout_logprobs(config: SearchR1Config, calculate_log_probs: bool) -> None:
     """The no-masking ablation trains on injected tokens, which were never sampled: they have no
     rollout log-prob (the loop records 0.0). verl compares rollout log-probs with the actor's, and its

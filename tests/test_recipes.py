@@ -46,7 +46,7 @@ def validate(cfg):
 def test_the_groups_hold_the_paper_matrix():
     assert set(ALGOS) == {"ppo", "grpo", "rloo", "reinforce_pp"}
     assert {f"qwen2.5-{size}-{kind}" for size in ("3b", "7b", "14b") for kind in ("base", "instruct")} < set(MODELS)
-    assert set(VARIANTS) == {"cpu", "learn", "smoke", "no_mask", "r1"}
+    assert set(VARIANTS) == {"cpu", "learn", "smoke", "no_mask", "r1", "sglang"}
 
 
 @pytest.mark.parametrize("algo", ALGOS)
@@ -215,6 +215,17 @@ def test_no_mask_with_rollout_logprobs_fails_when_the_config_resolves():
     with pytest.raises(Exception, match="calculate_log_probs=false"):
         OmegaConf.resolve(cfg)
     assert compose("ppo", None, ["no_mask"]).actor_rollout_ref.rollout.calculate_log_probs is False
+
+
+def test_sglang_runs_only_with_the_tokenizer_its_stop_strings_need(tiny_model_dir):
+    """SGLang refuses stop strings without its tokenizer, and verl's default skips it: the sglang variant turns
+    it on, and sglang without it fails when the config resolves, naming the key."""
+    cfg = validate_offline("grpo", "qwen2.5-3b-base", tiny_model_dir, variants=["sglang"])
+    assert cfg.actor_rollout_ref.rollout.name == "sglang" and cfg.actor_rollout_ref.rollout.skip_tokenizer_init is False
+    with pytest.raises(Exception, match="actor_rollout_ref.rollout.skip_tokenizer_init=true"):
+        OmegaConf.resolve(compose("grpo", None, [], ["actor_rollout_ref.rollout.name=sglang"]))
+    assert compose("grpo", None, []).actor_rollout_ref.rollout.skip_tokenizer_init is True  # vLLM ignores it (verl starts vLLM with its tokenizer)
+    OmegaConf.resolve(compose("grpo", None, []))
 
 
 def readme_runs() -> list[str]:

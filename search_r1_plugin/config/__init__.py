@@ -6,8 +6,8 @@ again), so the resolvers the presets use are registered here:
 
 * ``${search_r1_div:total,gpus,nodes}`` turns the paper's global micro-batch sizes into
   per-GPU values for whatever GPU count is configured;
-* ``${search_r1_check:${search_r1},${actor_rollout_ref.rollout.calculate_log_probs}}`` validates
-  the ``search_r1`` block (and its fit with rollout log-probs) when the trainer resolves its config
+* ``${search_r1_check:${search_r1},<rollout keys>}`` validates the ``search_r1`` block (and its fit
+  with rollout log-probs and the rollout engine) when the trainer resolves its config
   (TaskRunner start, or ``--cfg job --resolve``), so a bad value stops the run before any model loads
   instead of at the first rollout;
 * ``${search_r1_response_budget:turns,turn_tokens,obs_tokens}`` sizes the response from the turn caps;
@@ -16,7 +16,7 @@ again), so the resolvers the presets use are registered here:
 
 Layout: ``+search_r1_algo=<ppo|grpo|rloo|reinforce_pp>`` chooses an algorithm and brings
 ``search_r1_common.yaml``; the algorithm's tree has two slots, ``search_r1_model=<file>`` and
-``search_r1_variant=[<file>…]`` (cpu, learn, smoke, no_mask, r1), applied after it. One-value changes are
+``search_r1_variant=[<file>…]`` (cpu, learn, smoke, no_mask, r1, sglang), applied after it. One-value changes are
 plain overrides (``search_r1.topk=5``, ``search_r1.max_turns=2``, ``actor_rollout_ref.rollout.n=3``).
 """
 
@@ -28,12 +28,14 @@ def per_gpu(total: int, gpus_per_node: int, nnodes: int = 1) -> int:
     return max(1, int(total) // (int(gpus_per_node) * int(nnodes)))
 
 
-def check_settings(block: DictConfig, calculate_log_probs: bool = False) -> bool:
-    """Raises ``ConfigError`` naming ``search_r1.<key>`` for a bad or unknown setting."""
-    from search_r1_plugin.settings import SearchR1Config, check_rollout_logprobs
+def check_settings(block: DictConfig, calculate_log_probs: bool = False, engine: str = "vllm", skip_tokenizer_init: bool = False) -> bool:
+    """Raises ``ConfigError`` naming ``search_r1.<key>`` for a bad or unknown setting, or the rollout key
+    that does not fit it."""
+    from search_r1_plugin.settings import SearchR1Config, check_engine, check_rollout_logprobs
 
     config = SearchR1Config.from_mapping(OmegaConf.to_container(block, resolve=True))
     check_rollout_logprobs(config, bool(calculate_log_probs))
+    check_engine(engine, bool(skip_tokenizer_init))
     return True
 
 
