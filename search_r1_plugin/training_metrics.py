@@ -125,6 +125,19 @@ def _as_list(value: Any) -> list:
     return value.tolist() if hasattr(value, "tolist") else list(value)
 
 
+def filter_groups_options(filter_groups: Any) -> dict[str, Any]:
+    """``algorithm.filter_groups`` (DAPO's dynamic sampling: groups whose rewards are all equal are dropped and
+    replaced by fresh prompts) as the arguments verl's trainer gives its own replay buffer; verl does not
+    give them to a custom sampler (``trainer/ppo/v1/trainer_base.py``), so ours takes them through
+    ``sampler_kwargs`` (docs/upstream.md)."""
+    if not filter_groups or not filter_groups.get("enable", False):
+        return {}
+    metric = filter_groups.get("metric")
+    if not metric:
+        raise ValueError("algorithm.filter_groups.metric must be set when group filtering is enabled")
+    return {"filter_groups_metric": str(metric), "max_inflight_gen_batches": int(filter_groups.get("max_inflight_gen_batches", 1))}
+
+
 class SearchR1ReplayBuffer(ReplayBuffer):
     """verl's synchronous ``ReplayBuffer`` + search metrics on every sampled training batch.
 
@@ -152,8 +165,17 @@ class SearchR1ReplayBuffer(ReplayBuffer):
             record(str(run_dir), str(resume_mode), json.loads(identity))
         train_batch_size = options.pop("train_batch_size", None)
         gen_batch_size = options.pop("gen_batch_size", None) or train_batch_size
+        filtering = filter_groups_options(options.pop("filter_groups", None))
+        if filtering:  # as verl's trainer sets up its own buffer: prompts are refilled one at a time
+            gen_batch_size = 1
         super().__init__(
-            trainer_mode, *args, sampler_kwargs=options, train_batch_size=train_batch_size, gen_batch_size=gen_batch_size, **kwargs
+            trainer_mode,
+            *args,
+            sampler_kwargs=options,
+            train_batch_size=train_batch_size,
+            gen_batch_size=gen_batch_size,
+            **filtering,
+            **kwargs,
         )
 
     def sample(self, global_steps: int, partition_id: str, batch_size: int):

@@ -46,7 +46,7 @@ def validate(cfg):
 def test_the_groups_hold_the_paper_matrix():
     assert set(ALGOS) == {"ppo", "grpo", "rloo", "reinforce_pp"}
     assert {f"qwen2.5-{size}-{kind}" for size in ("3b", "7b", "14b") for kind in ("base", "instruct")} < set(MODELS)
-    assert set(VARIANTS) == {"cpu", "learn", "smoke", "no_mask", "r1", "sglang"}
+    assert set(VARIANTS) == {"cpu", "learn", "smoke", "no_mask", "r1", "sglang", "stable"}
 
 
 @pytest.mark.parametrize("algo", ALGOS)
@@ -335,3 +335,20 @@ def test_resume_refuses_another_runs_checkpoints(tmp_path):
         explicit = compose("grpo", overrides=[*base, change, "trainer.resume_mode=resume_path"])
         OmegaConf.resolve(explicit)  # continuing on purpose is allowed
     assert json.loads((run_dir / FILE_NAME).read_text()) == identity
+
+
+def test_stable_variant_reaches_verls_group_filtering_through_our_sampler():
+    """verl gives algorithm.filter_groups only to its own buffer; the presets hand it to ours, which gives verl's
+    ReplayBuffer what verl's trainer would (one prompt at a time, the metric, the in-flight limit)."""
+    from search_r1_plugin.training_metrics import filter_groups_options
+
+    cfg = compose("grpo", None, ["stable"])
+    OmegaConf.resolve(cfg)
+    kwargs = cfg.trainer.v1.sampler.sampler_kwargs
+    assert cfg.actor_rollout_ref.actor.clip_ratio_high == 0.28
+    assert filter_groups_options(kwargs.filter_groups) == {"filter_groups_metric": "reward", "max_inflight_gen_batches": 1}
+    plain = compose("grpo", None, [])
+    OmegaConf.resolve(plain)
+    assert filter_groups_options(plain.trainer.v1.sampler.sampler_kwargs.filter_groups) == {}
+    with pytest.raises(ValueError, match="filter_groups.metric"):
+        filter_groups_options({"enable": True, "metric": None})

@@ -16,7 +16,7 @@ again), so the resolvers the presets use are registered here:
 
 Layout: ``+search_r1_algo=<ppo|grpo|rloo|reinforce_pp>`` chooses an algorithm and brings
 ``search_r1_common.yaml``; the algorithm's tree has two slots, ``search_r1_model=<file>`` and
-``search_r1_variant=[<file>…]`` (cpu, learn, smoke, no_mask, r1, sglang), applied after it. One-value changes are
+``search_r1_variant=[<file>…]`` (cpu, learn, smoke, no_mask, r1, sglang, stable), applied after it. One-value changes are
 plain overrides (``search_r1.topk=5``, ``search_r1.max_turns=2``, ``actor_rollout_ref.rollout.n=3``).
 """
 

@@ -106,7 +106,7 @@ def copy_drills(
     A tiny model learns to copy over a short context in a few hundred steps and then keeps the skill over
     long ones; over the protocol's 150-token prompt it barely learns it at all. Two drills: "search with
     the question" (``Question: …`` → ``<search> question </search>``) about the ``practice`` names (made-up
-    people in no passage: a copy learnt on them cannot be a memorised subject), each asked once in a short
+    people in no passage: a copy learnt on them cannot be a memorised subject), each asked with every question template, once in a short
     prompt and once in the protocol's own prompt, which keeps the copy general when the second phase trains
     on the training questions; and "write a name you read" (one to three random passages → ``<answer>`` a
     random name from them), each passage shown ``rounds`` times so every name of the corpus is one the
@@ -117,9 +117,10 @@ def copy_drills(
     written: dict[str, int] = {}
     templates = sorted(set(QUESTIONS.values()))
     for name in practice:
-        question = rng.choice(templates).format(name=name)
-        search = [(f"{THINK_SEARCH}<search> {question} </search>", True)]
-        drills += [(f"Question: {question}\n", search), (make_messages(question)[0]["content"], search)]
+        for template in templates:
+            question = template.format(name=name)
+            search = [(f"{THINK_SEARCH}<search> {question} </search>", True)]
+            drills += [(f"Question: {question}\n", search), (make_messages(question)[0]["content"], search)]
     for _ in range(rounds):
         order = list(passages)
         rng.shuffle(order)

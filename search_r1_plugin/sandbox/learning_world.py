@@ -55,7 +55,7 @@ def _unique(rng: random.Random, syllables: list[str], parts: int, used: set[str]
 
 
 def generate_learning_world(
-    num_people: int = 1000, num_cities: int = 40, num_countries: int = 20, test_people: int = 100, practice: int = 400, seed: int = 0
+    num_people: int = 200, num_cities: int = 40, num_countries: int = 20, test_people: int = 48, practice: int = 400, seed: int = 0
 ):
     rng = random.Random(seed)
     used: set[str] = set()

@@ -76,6 +76,7 @@ def build_tiny_qwen2(
     whole_words: Iterable[str] = (),
     hidden_size: int = 64,
     num_layers: int = 2,
+    num_key_value_heads: int = 2,
 ) -> Path:
     """Write tokenizer + a small random ``Qwen2ForCausalLM`` (2 layers of 64 by default) to ``out_dir``."""
     import torch
@@ -91,7 +92,7 @@ def build_tiny_qwen2(
         intermediate_size=2 * hidden_size,
         num_hidden_layers=num_layers,
         num_attention_heads=4,
-        num_key_value_heads=2,
+        num_key_value_heads=num_key_value_heads,
         max_position_embeddings=8192,
         tie_word_embeddings=True,
         bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
@@ -177,6 +178,11 @@ def warm_start(
         examples.append((list(p_ids), r_ids + [tokenizer.eos_token_id], r_labels + [tokenizer.eos_token_id]))
     rng = random.Random(seed)
     torch.manual_seed(seed)
+    weight_table = None
+    if token_weights:  # token id -> loss weight, looked up in one indexing op per batch
+        weight_table = torch.ones(model.get_input_embeddings().weight.shape[0])
+        for token, w in token_weights.items():
+            weight_table[token] = w
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     # cosine decay to 10 % of lr: the last steps settle instead of bouncing at the peak rate
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr / 10)
@@ -199,9 +205,8 @@ def warm_start(
         target = labels[:, 1:]
         per_token = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100, reduction="none")
         weights = (target != -100).float()
-        if token_weights:
-            for token, w in token_weights.items():
-                weights = torch.where(target == token, weights * w, weights)
+        if weight_table is not None:
+            weights = weights * weight_table[target.clamp(min=0)]
         loss = (per_token * weights).sum() / weights.sum()
         opt.zero_grad()
         loss.backward()
