@@ -8,7 +8,15 @@ import re
 import pytest
 
 from search_r1_plugin.protocol import make_messages
-from search_r1_plugin.sandbox.format_demos import THINK_ANSWER, THINK_SEARCH, copy_drills, format_demonstrations, names_in, subject_of
+from search_r1_plugin.sandbox.format_demos import (
+    DRILL_QUESTION,
+    THINK_ANSWER,
+    THINK_SEARCH,
+    copy_drills,
+    format_demonstrations,
+    names_in,
+    subject_of,
+)
 from search_r1_plugin.sandbox.learning_world import generate_learning_world
 
 
@@ -63,13 +71,16 @@ def test_warm_start_answers_are_read_names_at_chance(world):
 
 def test_copy_drills_make_every_name_one_the_model_writes(world):
     names = world.entity_names()
+    people = [p["name"] for p in world.people]
     questions = [q["question"] for q in world.questions["learn_nq"]["train"]]
-    drills = copy_drills(questions, world.passages, names, rounds=10, seed=0, practice=world.practice)
+    drills = copy_drills(questions, world.passages, names, rounds=10, seed=0, practice=world.practice, people=people)
     written = " ".join(text for _, segments in drills for text, _ in segments)
     assert set(names) <= set(re.findall(r"<answer> (\w+) </answer>", written))  # every name of the corpus
     searched = [re.search(r"<search> (.*) </search>", d[1][0][0]).group(1) for d in drills if "<search>" in d[1][0][0]]
-    assert {n for q in searched for n in re.findall(r"\w+", q)} >= set(world.practice)  # copies of made-up people
-    assert not {n for q in searched for n in re.findall(r"\w+", q)} & set(names)  # never a person of the corpus
+    assert {n for q in searched for n in re.findall(r"\w+", q)} >= set(world.practice) | set(people)
+    evaluated = {q["question"] for d in world.questions.values() for split in d.values() for q in split}
+    assert not set(searched) & evaluated  # no drill is a question of the world: people only in DRILL_QUESTION
+    assert all(q == DRILL_QUESTION.format(name=q.split()[-1][:-1]) for q in searched if set(re.findall(r"\w+", q)) & set(people))
     for prompt, [(text, trained)] in drills:
         assert trained and text.startswith((THINK_ANSWER, THINK_SEARCH))
         question = prompt.rsplit("Question: ", 1)[1].strip()

@@ -212,7 +212,8 @@ def warm_started_model(world: dict, out: Path, retriever_url: str, seed: int, st
 
     demonstrations = asyncio.run(demos())
     practice = world["practice"].read_text().split()
-    drills = copy_drills(questions, passages, names, rounds=DRILL_ROUNDS, seed=seed, practice=practice)
+    people = world["people"].read_text().split()
+    drills = copy_drills(questions, passages, names, rounds=DRILL_ROUNDS, seed=seed, practice=practice, people=people)
     corpus = [p["contents"] for p in passages]
     model = build_tiny_qwen2(out, seed=seed, extra_text=corpus + questions, whole_words=names + practice, **MODEL_SIZE)
     weights = dict.fromkeys(AutoTokenizer.from_pretrained(model).convert_tokens_to_ids(names + practice), NAME_WEIGHT)

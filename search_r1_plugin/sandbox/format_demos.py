@@ -11,8 +11,9 @@ demonstrations teach *how* to act, each with the real passages the retrieval ser
 * RAG format (the passages retrieved for the question in the prompt, as ``prepare-data --template rag``
   writes them): answer with a random name from the Search-R1 demonstration's first passages.
 * Copy drills (:func:`copy_drills`, the warm start's first phase): short prompts that teach copying —
-  a question into a search (about made-up people, so the copy cannot be memorised per person), any name
-  of random passages into an answer. A tiny model only copies names it has been trained to write, and
+  a question into a search (about made-up people with the world's question templates, and about every
+  person of the corpus with a question the evaluation never asks), any name of random passages into an
+  answer. A tiny model only copies names it has been trained to write, and
   learns copying over short contexts far faster than over the protocol's long prompt; the drills make
   every name of the corpus — test people's included — one it writes, without a question about them and
   without telling which name answers what.
@@ -98,29 +99,40 @@ async def _demonstrations(
     return demos
 
 
+DRILL_QUESTION = "What is known about {name}?"  # a question the evaluation never asks
+
+
 def copy_drills(
-    questions: Sequence[str], passages: Sequence[dict], names: Iterable[str], rounds: int, seed: int = 0, practice: Sequence[str] = ()
+    questions: Sequence[str],
+    passages: Sequence[dict],
+    names: Iterable[str],
+    rounds: int,
+    seed: int = 0,
+    practice: Sequence[str] = (),
+    people: Sequence[str] = (),
 ) -> list[Demonstration]:
     """Short-context drills for the first phase of the warm start (see the module docstring).
 
     A tiny model learns to copy over a short context in a few hundred steps and then keeps the skill over
-    long ones; over the protocol's 150-token prompt it barely learns it at all. Two drills: "search with
-    the question" (``Question: …`` → ``<search> question </search>``) about the ``practice`` names (made-up
-    people in no passage: a copy learnt on them cannot be a memorised subject), each asked with every question template, once in a short
-    prompt and once in the protocol's own prompt, which keeps the copy general when the second phase trains
-    on the training questions; and "write a name you read" (one to three random passages → ``<answer>`` a
-    random name from them), each passage shown ``rounds`` times so every name of the corpus is one the
-    model writes. Neither says which name answers a question."""
+    long ones; over the protocol's 150-token prompt it barely learns it at all. Two drills, neither of which
+    says which name answers a question:
+
+    * "search with the question" (``Question: …`` → ``<search> question </search>``, once in a short prompt
+      and once in the protocol's own): about the ``practice`` names (made-up people in no passage) with
+      every question template, and about every person of the corpus (``people``, test people included)
+      with :data:`DRILL_QUESTION` only. Without the people a tiny model writes the training subjects it was
+      shown at this position instead of copying: every person must be as familiar a search as any other;
+    * "write a name you read" (one to three random passages → ``<answer>`` a random name from them), each
+      passage shown ``rounds`` times so every name of the corpus is one the model writes."""
     rng = random.Random(f"drills/{seed}")
     names = set(names)
     drills: list[Demonstration] = []
     written: dict[str, int] = {}
-    templates = sorted(set(QUESTIONS.values()))
-    for name in practice:
-        for template in templates:
-            question = template.format(name=name)
-            search = [(f"{THINK_SEARCH}<search> {question} </search>", True)]
-            drills += [(f"Question: {question}\n", search), (make_messages(question)[0]["content"], search)]
+    asked = [template.format(name=n) for n in practice for template in sorted(set(QUESTIONS.values()))]
+    asked += [DRILL_QUESTION.format(name=n) for n in people]
+    for question in asked:
+        search = [(f"{THINK_SEARCH}<search> {question} </search>", True)]
+        drills += [(f"Question: {question}\n", search), (make_messages(question)[0]["content"], search)]
     for _ in range(rounds):
         order = list(passages)
         rng.shuffle(order)

@@ -97,12 +97,14 @@ def generate_learning_world(
 
 
 def write_learning_world(out: str | Path, **kwargs) -> dict[str, Path]:
-    """``corpus.jsonl``, ``{dataset}/{split}.jsonl``, ``entities.txt`` (one name a line) and ``practice.txt``
-    (made-up names for the warm start's drills) under ``out``."""
+    """``corpus.jsonl``, ``{dataset}/{split}.jsonl``, ``entities.txt`` (one name a line), ``people.txt`` (the
+    people among them) and ``practice.txt`` (made-up names for the warm start's drills) under ``out``."""
     out = Path(out)
     world = generate_learning_world(**kwargs)
     paths = {"corpus": out / "corpus.jsonl", "entities": out / "entities.txt", "practice": out / "practice.txt"}
+    paths["people"] = out / "people.txt"
     write_jsonl(paths["corpus"], world.passages)
+    paths["people"].write_text("\n".join(p["name"] for p in world.people) + "\n")
     paths["entities"].write_text("\n".join(world.entity_names()) + "\n")
     paths["practice"].write_text("\n".join(world.practice) + "\n")
     for dataset, splits in world.questions.items():
