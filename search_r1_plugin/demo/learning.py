@@ -64,12 +64,14 @@ ARMS = {
         "ppo",
         ("cpu", "learn"),
         "search_r1",
-        # GRPO samples n per prompt; PPO samples one per prompt from n times as many prompts
+        # GRPO samples n per prompt; PPO samples one per prompt from n times as many prompts (and has no
+        # groups to filter)
         (
             "actor_rollout_ref.rollout.n=1",
-            "data.train_batch_size=64",
-            "actor_rollout_ref.actor.ppo_mini_batch_size=64",
-            "critic.ppo_mini_batch_size=64",
+            "data.train_batch_size=128",
+            "actor_rollout_ref.actor.ppo_mini_batch_size=128",
+            "critic.ppo_mini_batch_size=128",
+            "algorithm.filter_groups.enable=false",
         ),
     ),
     "grpo_no_mask": Arm("grpo_no_mask", "Search-R1 (GRPO, no mask)", "grpo", ("cpu", "learn", "no_mask"), "search_r1"),
