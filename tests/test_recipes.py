@@ -224,7 +224,8 @@ def test_sglang_runs_only_with_the_tokenizer_its_stop_strings_need(tiny_model_di
     assert cfg.actor_rollout_ref.rollout.name == "sglang" and cfg.actor_rollout_ref.rollout.skip_tokenizer_init is False
     with pytest.raises(Exception, match="actor_rollout_ref.rollout.skip_tokenizer_init=true"):
         OmegaConf.resolve(compose("grpo", None, [], ["actor_rollout_ref.rollout.name=sglang"]))
-    assert compose("grpo", None, []).actor_rollout_ref.rollout.skip_tokenizer_init is True  # vLLM ignores it (verl starts vLLM with its tokenizer)
+    # vLLM ignores it: verl starts vLLM with its tokenizer
+    assert compose("grpo", None, []).actor_rollout_ref.rollout.skip_tokenizer_init is True
     OmegaConf.resolve(compose("grpo", None, []))
 
 

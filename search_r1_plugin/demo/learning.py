@@ -197,6 +197,7 @@ def warm_started_model(world: dict, out: Path, retriever_url: str, seed: int, st
     and the reading drills (:mod:`search_r1_plugin.sandbox.format_demos`), names weighted up in the loss."""
     from transformers import AutoTokenizer
 
+    from search_r1_plugin.protocol import PROMPT_TEMPLATE
     from search_r1_plugin.retrieval_client import RetrievalClient
     from search_r1_plugin.sandbox.format_demos import copy_drills, format_demonstrations
     from search_r1_plugin.sandbox.tiny_model import build_tiny_qwen2, warm_start
@@ -222,8 +223,11 @@ def warm_started_model(world: dict, out: Path, retriever_url: str, seed: int, st
     log(f"warm start 1/2: {len(drills)} copy drills, {drill_steps} steps")
     first = warm_start(model, drills, steps=drill_steps, lr=WARM_START_LR, batch_size=32, seed=seed, progress=True, token_weights=weights)
     log(f"warm start 2/2: {len(demonstrations)} format demonstrations and the drills, {steps} steps")
+    # the drills given in the protocol's own prompt go on in the second phase: they keep the copy general
+    protocol_prefix = PROMPT_TEMPLATE.split("{question}")[0]
+    in_protocol = [d for d in drills if d[0].startswith(protocol_prefix)]
     second = warm_start(
-        model, demonstrations + [d for d in drills if d[0].startswith("Answer the given question")], steps=steps, lr=WARM_START_LR, batch_size=16, seed=seed, progress=True, token_weights=weights
+        model, demonstrations + in_protocol, steps=steps, lr=WARM_START_LR, batch_size=16, seed=seed, progress=True, token_weights=weights
     )
     return model, {"first_loss": first["first_loss"], "drill_loss": first["last_loss"], "last_loss": second["last_loss"]}
 
