@@ -38,8 +38,9 @@ def validate(cfg):
     needed = (s.max_turns + 1) * s.max_turn_tokens + s.max_turns * s.max_obs_length
     assert r.response_length == d.max_response_length == needed, (r.response_length, needed)
     assert d.max_prompt_length + d.max_response_length <= QWEN25_CONTEXT
-    # vLLM sizes its KV cache for the run's longest context, not the model's 32k-128k positions
-    assert r.max_model_len == d.max_prompt_length + d.max_response_length
+    # vLLM sizes its KV cache for the run's longest context, not the model's 32k-128k positions (+1: SGLang's
+    # server keeps one token of headroom)
+    assert r.max_model_len == d.max_prompt_length + d.max_response_length + 1
     return cfg
 
 
@@ -113,7 +114,7 @@ def test_variant_validates(variant, tiny_model_dir):
 def test_response_budget_follows_the_turns(turns, tiny_model_dir):
     cfg = validate_offline("ppo", "qwen2.5-7b-base", tiny_model_dir, overrides=[f"search_r1.max_turns={turns}"])
     assert cfg.data.max_response_length == (turns + 1) * 500 + turns * 500
-    assert cfg.actor_rollout_ref.rollout.max_model_len == 512 + (turns + 1) * 500 + turns * 500
+    assert cfg.actor_rollout_ref.rollout.max_model_len == 512 + (turns + 1) * 500 + turns * 500 + 1
 
 
 def test_prepare_data_golden(sample_world, tmp_path):

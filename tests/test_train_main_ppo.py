@@ -57,8 +57,9 @@ def protocol_model(sample_world, tmp_path_factory):
     return str(path)
 
 
-def train(algo, workdir, protocol_model, train_data, bm25_server, *overrides, run_name="run"):
-    run = run_main_ppo(
+def launch(algo, workdir, protocol_model, train_data, bm25_server, *overrides, run_name="run"):
+    """``main_ppo`` on the sample with the format reward, whatever its exit (runs meant to fail use this)."""
+    return run_main_ppo(
         algo,
         workdir,
         model=protocol_model,
@@ -69,6 +70,10 @@ def train(algo, workdir, protocol_model, train_data, bm25_server, *overrides, ru
         timeout_s=600,
         run_name=run_name,
     )
+
+
+def train(algo, workdir, protocol_model, train_data, bm25_server, *overrides, run_name="run"):
+    run = launch(algo, workdir, protocol_model, train_data, bm25_server, *overrides, run_name=run_name)
     assert run.returncode == 0, run.tail()
     return run
 
@@ -153,15 +158,15 @@ def test_grpo_trains_validates_checkpoints_and_resumes(protocol_model, train_dat
         assert 0.0 <= m["search_r1/health/zero_variance_groups"] <= 1.0 and m["search_r1/health/alarms"] == 0
 
     # The same checkpoint folder with another learning rate is another run: refused before any step.
-    changed = run_main_ppo(
+    changed = launch(
         "grpo",
         tmp_path,
-        model=protocol_model,
-        train_files=train_data["train"],
-        val_files=train_data["test"],
-        retriever_url=f"{bm25_server}/retrieve",
-        overrides=[FORMAT_REWARD, *common, "trainer.total_training_steps=4", "actor_rollout_ref.actor.optim.lr=3e-4"],
-        timeout_s=600,
+        protocol_model,
+        train_data,
+        bm25_server,
+        *common,
+        "trainer.total_training_steps=4",
+        "actor_rollout_ref.actor.optim.lr=3e-4",
         run_name="changed",
     )
     assert changed.returncode != 0 and not changed.metrics
@@ -232,23 +237,18 @@ def test_health_guard_stops_a_run_made_to_collapse(protocol_model, train_data, b
     """A learning rate of 1.0 wrecks the model in its first update (seen: no valid answer any more, every
     response runs to the length budget, entropy 1.1 -> 0.2): the guard (mode stop) names a rule at step 2,
     the first step whose rollouts come from the wrecked model, and ends main_ppo before step 3."""
-    run = run_main_ppo(
+    run = launch(
         "grpo",
         tmp_path,
-        model=protocol_model,
-        train_files=train_data["train"],
-        val_files=train_data["test"],
-        retriever_url=f"{bm25_server}/retrieve",
-        overrides=[
-            FORMAT_REWARD,
-            "trainer.total_training_steps=4",
-            "trainer.save_freq=-1",
-            "trainer.test_freq=-1",
-            "actor_rollout_ref.actor.optim.lr=1.0",
-            "search_r1.health.mode=stop",
-            "search_r1.health.warmup_steps=1",
-        ],
-        timeout_s=600,
+        protocol_model,
+        train_data,
+        bm25_server,
+        "trainer.total_training_steps=4",
+        "trainer.save_freq=-1",
+        "trainer.test_freq=-1",
+        "actor_rollout_ref.actor.optim.lr=1.0",
+        "search_r1.health.mode=stop",
+        "search_r1.health.warmup_steps=1",
     )
     assert run.returncode != 0
     fired = re.findall(r"search_r1 health: rule '(\w+)' fired at step (\d+): ([^\n]*)", run.log)

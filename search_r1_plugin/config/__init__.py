@@ -49,10 +49,12 @@ def response_budget(max_turns: int, max_turn_tokens: int, max_obs_length: int) -
 
 
 def context_length(prompt_length: int, response_length: int) -> int:
-    """The longest context a rollout can reach: the prompt plus the whole response budget (observations
-    included). vLLM otherwise sizes its KV cache for ``max_position_embeddings`` (32k–128k for Qwen2.5)
-    and refuses to start on cards where one such sequence does not fit."""
-    return int(prompt_length) + int(response_length)
+    """``rollout.max_model_len``: the longest context a rollout can reach — the prompt plus the whole response
+    budget (observations included) — and one token more, because verl's SGLang server allows a request
+    only ``max_model_len - len(prompt) - 1`` new tokens (``async_sglang_server.py``), which would cut the
+    last turn of a full budget by one. Left unset, vLLM sizes its KV cache for ``max_position_embeddings``
+    (32k–128k for Qwen2.5) and refuses to start on cards where one such sequence does not fit."""
+    return int(prompt_length) + int(response_length) + 1
 
 
 # verl estimator -> the algorithm's name in a run name (the file name in search_r1_algo/)

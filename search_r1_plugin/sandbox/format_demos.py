@@ -13,10 +13,10 @@ demonstrations teach *how* to act, each with the real passages the retrieval ser
 * Copy drills (:func:`copy_drills`, the warm start's first phase): short prompts that teach copying —
   a question into a search (about made-up people with the world's question templates, and about every
   person of the corpus with a question the evaluation never asks), any name of random passages into an
-  answer. A tiny model only copies names it has been trained to write, and
-  learns copying over short contexts far faster than over the protocol's long prompt; the drills make
-  every name of the corpus — test people's included — one it writes, without a question about them and
-  without telling which name answers what.
+  answer. A tiny model only copies names it has been trained to write, and learns copying over short
+  contexts far faster than over the protocol's long prompt; the drills make every name of the corpus —
+  test people's included — one it writes, without a question of the world about them and without
+  telling which name answers what.
 
 One warm-started checkpoint serves every arm, so the arms start from the same weights; each arm's
 starting point is that checkpoint's validation EM under the arm's own prompt.

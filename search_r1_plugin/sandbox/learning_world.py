@@ -10,11 +10,11 @@ copy. Passages are in the wiki-18 jsonl format:
 
 so a search returns several names (the person's city and mentor, the people they taught, other people
 born in a city) and only one answers the question. Questions (FlashRAG rows) end with their subject
-(``What is the birth city of Kalomi?``): one-hop (``learn_nq``: birth city, mentor) and two-hop
-(``learn_hotpotqa``: the birth country, which needs a second search for the city). Train and test questions
-are about **disjoint people**: a validation question's subject never appears in a training question.
-Answers are spread uniformly over many values (40 cities, 20 countries, 200 mentors), so a policy that
-cannot read (R1) gains at most a few points by guessing the commonest answer of the right type.
+(``What is the birth city of Kalomi?``): one-hop (``learn_nq``: the birth city) and two-hop
+(``learn_hotpotqa``: the birth country, which needs a second search for the city); the mentor records are
+distractors. Train and test questions are about **disjoint people**: a validation question's subject never
+appears in a training question. Answers are spread over many values (40 cities, 20 countries), so a policy
+that cannot read (R1) gains at most a few points by guessing the commonest answer of the right type.
 """
 
 from __future__ import annotations
