@@ -12,7 +12,8 @@ never drift apart. Behaviour follows the original Search-R1 repository exactly
   ``docs/protocol.md`` has the cases where the two differ;
 * the first ``<(search|answer)>(.*?)</\\1>`` match (DOTALL, stripped) is the action;
 * a search appends ``\\n\\n<information>{docs}</information>\\n\\n`` where docs is the
-  original ``Doc {i}(Title: {title}) {text}\\n`` listing, stripped;
+  original ``Doc {i}(Title: {title}) {text}\\n`` listing, stripped — less the newlines the model's
+  last token already wrote after ``</search>`` (:func:`observation_open`);
 * anything else appends :data:`INVALID_ACTION_MESSAGE`.
 """
 
@@ -170,6 +171,22 @@ def format_docs(results: Sequence[Mapping[str, Any]]) -> str:
     return "".join(out)
 
 
-def format_observation(results: Sequence[Mapping[str, Any]]) -> str:
-    """The text injected after a search (the original strips the docs listing)."""
-    return f"{INFO_OPEN}{format_docs(results).strip()}{INFO_CLOSE}"
+def observation_open(turn_text: str) -> str:
+    """How the observation opens after a search turn: :data:`INFO_OPEN` less what the model already wrote.
+
+    An engine stops on the token that *completes* ``</search>`` and returns it whole; with Qwen's
+    vocabulary that token is often ``>\\n\\n`` (id 1339) or ``>\\n``. The original cut the decoded text at
+    ``</search>`` and then appended ``\\n\\n<information>``; sampled tokens are never split here, so the
+    newlines the model wrote stand in for the observation's own (up to its two) and the text stays the
+    original's. Any other tail (``><``, ``> ``) is not part of the opening, so the full opening follows it.
+    """
+    tail = turn_text.split(SEARCH_STOP, 1)[1] if SEARCH_STOP in turn_text else ""
+    if not tail or tail.strip("\n"):
+        return INFO_OPEN
+    newlines = len(INFO_OPEN) - len(INFO_OPEN.lstrip("\n"))
+    return INFO_OPEN[min(len(tail), newlines) :]
+
+
+def format_observation(results: Sequence[Mapping[str, Any]], turn_text: str = "") -> str:
+    """The text injected after a search turn (the original strips the docs listing)."""
+    return f"{observation_open(turn_text)}{format_docs(results).strip()}{INFO_CLOSE}"

@@ -34,6 +34,7 @@ from search_r1_plugin.protocol import (
     STOP_STRINGS,
     format_docs,
     format_observation,
+    observation_open,
     parse_action,
     turn_cut_stops,
     turn_stop_strings,
@@ -148,15 +149,17 @@ class ObservationEncoder:
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
-    def information(self, docs: Sequence[Mapping[str, Any]], limit: int) -> tuple[list[int], bool]:
-        """The observation (:func:`~search_r1_plugin.protocol.format_observation`) in at most ``limit``
-        tokens; when it is too long the passages are cut, never the closing tag."""
-        full = self.encode(format_observation(docs))
+    def information(self, docs: Sequence[Mapping[str, Any]], limit: int, turn_text: str = "") -> tuple[list[int], bool]:
+        """The observation after the search turn ``turn_text``
+        (:func:`~search_r1_plugin.protocol.format_observation`) in at most ``limit`` tokens; when it is
+        too long the passages are cut, never the closing tag."""
+        full = self.encode(format_observation(docs, turn_text))
         if len(full) <= limit:
             return full, False
-        body_room = limit - len(self.open_ids) - len(self.close_ids)
+        open_ids = self.encode(observation_open(turn_text))
+        body_room = limit - len(open_ids) - len(self.close_ids)
         body = self.encode(format_docs(docs).strip())[: max(body_room, 0)]
-        return self.open_ids + body + self.close_ids, True
+        return open_ids + body + self.close_ids, True
 
 
 async def run_trajectory(
@@ -235,7 +238,7 @@ async def run_trajectory(
             if limit < len(enc.open_ids) + len(enc.close_ids) + 1:
                 traj.budget_exhausted = True
                 break
-            obs_ids, truncated = enc.information(docs, limit)
+            obs_ids, truncated = enc.information(docs, limit, text)
             traj.obs_truncations += int(truncated)
             emit("information", enc.decode(obs_ids))
         else:

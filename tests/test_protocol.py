@@ -4,6 +4,7 @@ from search_r1_plugin.protocol import (
     format_docs,
     format_observation,
     make_prompt,
+    observation_open,
     parse_action,
 )
 
@@ -53,6 +54,16 @@ def test_docs_formatting_like_original():
     obs = format_observation(docs)
     assert obs.startswith('\n\n<information>Doc 1(Title: "Paris")')
     assert obs.endswith("Lyon is a city.</information>\n\n")  # the original strips the listing
+
+
+def test_observation_opening_after_the_token_that_completed_search():
+    # what the stop token carried after </search> → how the observation opens (the original's text: \n\n<information>)
+    full = "\n\n<information>"
+    cases = {"": full, "\n\n": "<information>", "\n": "\n<information>", "\n\n\n": "<information>", "<": full, " ": full}
+    for tail, opening in cases.items():
+        assert observation_open(f"<search> q </search>{tail}") == opening, repr(tail)
+    assert observation_open("no tag\n\n") == "\n\n<information>"
+    assert format_observation([{"contents": '"T"\nx'}], "<search> q </search>\n\n") == '<information>Doc 1(Title: "T") x</information>\n\n'
 
 
 def test_invalid_message_text():

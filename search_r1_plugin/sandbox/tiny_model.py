@@ -8,7 +8,7 @@ dataset and the evaluator run end to end without any download.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -77,14 +77,20 @@ def build_tiny_qwen2(
     hidden_size: int = 64,
     num_layers: int = 2,
     num_key_value_heads: int = 2,
+    tokenizer: Any = None,
 ) -> Path:
-    """Write tokenizer + a small random ``Qwen2ForCausalLM`` (2 layers of 64 by default) to ``out_dir``."""
+    """Write tokenizer + a small random ``Qwen2ForCausalLM`` (2 layers of 64 by default) to ``out_dir``.
+
+    The tokenizer is trained here unless one is given (e.g. Qwen2.5's real one, :mod:`.qwen_vocab`)."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(out_dir, extra_text, whole_words=whole_words)
+    if tokenizer is None:
+        tokenizer = build_tokenizer(out_dir, extra_text, whole_words=whole_words)
+    else:
+        tokenizer.save_pretrained(out_dir)
     torch.manual_seed(seed)
     config = Qwen2Config(
         vocab_size=len(tokenizer),
