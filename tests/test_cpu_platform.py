@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -147,6 +148,47 @@ def test_server_weight_update_changes_logprobs_to_the_actors(tiny_model_dir, tin
     assert out.extra_fields["global_steps"] == 7 and len(out.token_ids) == len(out.log_probs) <= 4
     with pytest.raises(KeyError, match="not in the rollout model"):
         server.update_weights({"no.such.weight": torch.zeros(1)})
+
+
+def test_server_applies_lora_adapters_as_peft_merges_them(tiny_model_dir, tiny_tokenizer):
+    """The adapter path verl takes with lora_rank > 0: adapters only, twice (the base must not drift); the
+    server's log-probs are those of peft's own merge_and_unload. A base sync under LoRA names loads too."""
+    from omegaconf import OmegaConf
+    from peft import LoraConfig, get_peft_model
+    from peft.utils.save_and_load import get_peft_model_state_dict
+    from transformers import AutoModelForCausalLM
+
+    from search_r1_plugin.cpu.hf_rollout import HFRolloutServer
+
+    rollout_cfg = OmegaConf.create(
+        {"_target_": "verl.workers.config.RolloutConfig", "name": "hf", "prompt_length": 64, "response_length": 32}
+    )
+    server = HFRolloutServer(rollout_cfg, OmegaConf.create({"_target_": "verl.workers.config.HFModelConfig", "path": tiny_model_dir}))
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    peft_config = peft_model.peft_config["default"].to_dict()
+    ids = tiny_tokenizer.encode("Question: who founded the city of")
+    for _ in range(2):  # two updates: each merge starts from the base weights, not the last merge
+        with torch.no_grad():
+            for name, p in peft_model.named_parameters():
+                if "lora_" in name:
+                    p.copy_(0.2 * torch.randn_like(p))
+        adapters = {k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model).items()}
+        assert all(k.startswith("base_model.model.") and ".lora_" in k for k in adapters)
+        server.update_weights(adapters, global_steps=1, peft_config=peft_config)
+        merged = copy.deepcopy(peft_model).merge_and_unload()
+        assert server.compute_log_probs(ids, 3) == pytest.approx(full_forward_logprobs(merged, ids, 3), abs=1e-5)
+    # a base sync (verl sends it when the rollout started from dummy weights) names adapted layers .base_layer
+    q = "model.layers.0.self_attn.q_proj"
+    new_base = {f"base_model.model.{q}.base_layer.weight": torch.zeros_like(server.model.state_dict()[f"{q}.weight"])}
+    server.update_weights(new_base, peft_config=peft_config)
+    assert not server.model.state_dict()[f"{q}.weight"].any()
+    server.update_weights(adapters, peft_config=peft_config)
+    module = peft_model.base_model.model.get_submodule(q)
+    expected = 2.0 * module.lora_B["default"].weight @ module.lora_A["default"].weight  # alpha / r = 2, over a zero base
+    assert torch.allclose(server.model.state_dict()[f"{q}.weight"], expected, atol=1e-6)
+    with pytest.raises(KeyError, match="lacks lora_B"):
+        server.update_weights({f"base_model.model.{q}.lora_A.weight": torch.zeros(4, 64)}, peft_config=peft_config)
 
 
 def test_trajectory_weight_versions_are_min_and_max_over_turns():

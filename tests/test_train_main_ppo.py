@@ -57,7 +57,7 @@ def protocol_model(sample_world, tmp_path_factory):
     return str(path)
 
 
-def launch(algo, workdir, protocol_model, train_data, bm25_server, *overrides, run_name="run"):
+def launch(algo, workdir, protocol_model, train_data, bm25_server, *overrides, run_name="run", variants=("cpu",)):
     """``main_ppo`` on the sample with the format reward, whatever its exit (runs meant to fail use this)."""
     return run_main_ppo(
         algo,
@@ -69,11 +69,12 @@ def launch(algo, workdir, protocol_model, train_data, bm25_server, *overrides, r
         overrides=[FORMAT_REWARD, *overrides],
         timeout_s=600,
         run_name=run_name,
+        variants=variants,
     )
 
 
-def train(algo, workdir, protocol_model, train_data, bm25_server, *overrides, run_name="run"):
-    run = launch(algo, workdir, protocol_model, train_data, bm25_server, *overrides, run_name=run_name)
+def train(algo, workdir, protocol_model, train_data, bm25_server, *overrides, run_name="run", variants=("cpu",)):
+    run = launch(algo, workdir, protocol_model, train_data, bm25_server, *overrides, run_name=run_name, variants=variants)
     assert run.returncode == 0, run.tail()
     return run
 
@@ -212,6 +213,30 @@ def test_ppo_step_with_critic_and_kl_in_reward(protocol_model, train_data, bm25_
     assert m["actor/reward_kl_penalty_coeff"] == pytest.approx(0.001)  # KL in the reward, paper's coefficient
     assert m["timing_s/ref"] > 0 and m["timing_s/update_critic"] > 0
     assert m["training/rollout_probs_diff_max"] < 1e-3
+
+
+def test_lora_grpo_steps_reach_the_rollout_as_adapters(protocol_model, train_data, bm25_server, tmp_path):
+    """search_r1_variant=[cpu,lora]: verl's peft actor trains adapters only and sends them (not merged
+    weights) to the rollout; after an update the rollout samples with the adapted weights, so its log-probs
+    still match the actor's (the learning rate is raised so that ignoring the adapters would show)."""
+    run = train(
+        "grpo",
+        tmp_path,
+        protocol_model,
+        train_data,
+        bm25_server,
+        "actor_rollout_ref.model.lora_rank=8",
+        "actor_rollout_ref.actor.optim.lr=5e-2",
+        "trainer.total_training_steps=2",
+        "trainer.test_freq=-1",
+        "trainer.save_freq=-1",
+        variants=("cpu", "lora"),
+    )
+    assert "peft" in run.log_path.read_text().lower() or "lora" in run.log_path.read_text().lower()
+    first, second = run.step(1), run.step(2)
+    assert finite(second["actor/grad_norm"]) and second["actor/grad_norm"] > 0
+    assert first["training/rollout_probs_diff_max"] < 1e-3
+    assert second["training/rollout_probs_diff_max"] < 1e-3, "the rollout did not sample with the updated adapters"
 
 
 def test_v0_trainer_runs_a_step(protocol_model, train_data, bm25_server, tmp_path):

@@ -28,6 +28,7 @@ from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, RolloutReplicaRegistry, TokenOutput
 
 from search_r1_plugin.cpu.hf_generation import HFGenerator, SamplingRequest
+from search_r1_plugin.cpu.lora_weights import base_names, is_adapter_update, merged_weights
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class HFRolloutServer:
         self._queue: Optional[asyncio.Queue] = None
         self._worker: Optional[asyncio.Task] = None
         self.weight_versions = 0
+        self.lora_base: dict[str, torch.Tensor] = {}  # un-adapted weights of LoRA-adapted layers (lora_weights)
 
     # --- generation -------------------------------------------------------------------------
     async def generate(self, prompt_ids: list[int], sampling_params: dict[str, Any], request_id: str, **_: Any) -> TokenOutput:
@@ -106,9 +108,21 @@ class HFRolloutServer:
                         fut.set_exception(exc)
 
     # --- weights ----------------------------------------------------------------------------
-    def update_weights(self, state: dict[str, torch.Tensor], global_steps: Optional[int] = None) -> int:
-        """Load the actor's HF-named weights; returns how many tensors were loaded."""
+    def update_weights(
+        self, state: dict[str, torch.Tensor], global_steps: Optional[int] = None, peft_config: Optional[dict[str, Any]] = None
+    ) -> int:
+        """Load the actor's HF-named weights, or LoRA adapters over the base weights (``peft_config``,
+        :mod:`.lora_weights`); returns how many tensors were written."""
         own = self.model.state_dict()
+        if peft_config is not None:
+            if is_adapter_update(state):
+                for name in {n.removeprefix("base_model.model.").rpartition(".lora_")[0] + ".weight" for n in state}:
+                    if name in own and name not in self.lora_base:  # the un-adapted weight, kept before the first merge
+                        self.lora_base[name] = own[name].detach().clone()
+                state = merged_weights(state, self.lora_base, peft_config)
+            else:
+                state = base_names(state)
+                self.lora_base.update({k: v.detach().clone() for k, v in state.items() if k in self.lora_base})
         unknown = sorted(set(state) - set(own))
         if unknown:
             raise KeyError(f"weights not in the rollout model: {unknown[:5]}")
@@ -222,6 +236,7 @@ class HFServerAdapter(BaseRollout):
         weights: Generator[tuple[str, torch.Tensor], None, None],
         global_steps: Optional[int] = None,
         wire_format: str = "named_tensors",
+        peft_config: Optional[dict[str, Any]] = None,
         **_: Any,
     ):
         if wire_format != "named_tensors":
@@ -229,7 +244,7 @@ class HFServerAdapter(BaseRollout):
         # Every rank walks the generator (it may gather shards collectively); the replica's first rank sends.
         state = {name: tensor.detach().to("cpu", copy=True) for name, tensor in weights}
         if self.is_sender:
-            await self._server().update_weights.remote(state, global_steps)
+            await self._server().update_weights.remote(state, global_steps, peft_config)
 
 
 def register() -> None:
