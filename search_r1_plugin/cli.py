@@ -8,7 +8,10 @@
     search-r1 report RUN_DIR               an HTML page of a training run
     search-r1 dry-run [--algo grpo]        one step's data path on CPU, masks and advantages per span
     search-r1 sample-world --out DIR       the offline sample corpus and questions
-    search-r1 eval / ask                   the paper's table for a model / one traced question
+    search-r1 eval / ask                   the paper's table for a model (with why answers failed and a
+                                           manifest) / one traced question
+    search-r1 robustness …                 EM as the retriever gets worse (noise levels × methods, a curve)
+    search-r1 compare RUN …                eval runs side by side, warning when they are not comparable
     search-r1 doctor                       is the plugin wired into verl, does the retriever answer?
 
 The retrieval server has its own command, ``search-r1-retriever``.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -32,33 +36,85 @@ from search_r1_plugin.settings import DEFAULT_RETRIEVER_URL
 ALL_DATASETS = ",".join(PAPER_TEST_SPLITS)  # the paper's seven, in its column order
 
 
-def _eval(args: argparse.Namespace) -> int:
-    from search_r1_plugin.evaluation.backends import load_policy
+def _retrieval_options(args: argparse.Namespace, noise: float | None = None):
+    from search_r1_plugin.evaluation.retrievers import RetrievalOptions
+
+    return RetrievalOptions(
+        record=args.record,
+        replay=args.replay,
+        replay_fallback=args.replay_fallback,
+        noise=args.retrieval_noise if noise is None else noise,
+        noise_corpus=args.noise_corpus,
+        drop_top1=args.drop_top1,
+        noise_seed=args.noise_seed,
+    )
+
+
+def _run_eval(args: argparse.Namespace, gen, method: str, out_dir: Path, retrieval) -> dict:
+    from search_r1_plugin.evaluation.manifest import model_fingerprint
     from search_r1_plugin.evaluation.runner import evaluate
     from search_r1_plugin.settings import SearchR1Config
 
     datasets = [(d, args.split or PAPER_TEST_SPLITS.get(d, "test")) for d in args.datasets.split(",") if d]
-    gen = load_policy(args.model, args.backend, args.temperature)
     config = SearchR1Config(retriever_url=args.retriever_url, topk=args.topk, max_turns=args.max_turns)
-    result = asyncio.run(
+    return asyncio.run(
         evaluate(
-            method=args.method,
+            method=method,
             generate=gen,
             tokenizer=gen.tokenizer,
             datasets=datasets,
             local_dir=Path(args.data_dir) if args.data_dir else None,
             retriever_url=args.retriever_url,
-            out_dir=Path(args.output_dir),
+            out_dir=out_dir,
             limit=args.limit,
             concurrency=args.concurrency,
             config=config,
             label=Path(args.model).name,
             paper_model=args.paper_model,
             variant=args.variant,
+            retrieval=retrieval,
+            manifest={"model": model_fingerprint(args.model), "decoding": {"temperature": args.temperature, "backend": args.backend}},
         )
     )
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from search_r1_plugin.evaluation.backends import load_policy
+
+    gen = load_policy(args.model, args.backend, args.temperature)
+    result = _run_eval(args, gen, args.method, Path(args.output_dir), _retrieval_options(args))
     print(result["table"])
     print(f"trajectories: {Path(args.output_dir) / 'trajectories'}  plot: {result['plot']}")
+    return 0
+
+
+def _robustness(args: argparse.Namespace) -> int:
+    from search_r1_plugin.evaluation.backends import load_policy
+    from search_r1_plugin.evaluation.robustness import plot_robustness
+
+    levels = [float(p) for p in args.noise_levels.split(",")]
+    gen = load_policy(args.model, args.backend, args.temperature)
+    curves: dict[str, list[float]] = {}
+    for method in args.methods.split(","):
+        for p in levels:
+            out = Path(args.output_dir) / f"{method}_noise{p:g}"
+            result = _run_eval(args, gen, method, out, _retrieval_options(args, noise=p))
+            scores = result["scores"]
+            curves.setdefault(method, []).append(sum(s["em"] for s in scores.values()) / len(scores))
+            print(f"{method} noise {p:g}: EM {curves[method][-1]:.3f}", flush=True)
+    path = plot_robustness(levels, curves, Path(args.output_dir) / "robustness.png", title=Path(args.model).name)
+    (Path(args.output_dir) / "robustness.json").write_text(json.dumps({"noise": levels, "em": curves}, indent=2))
+    print(f"curve: {path}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from search_r1_plugin.evaluation.manifest import compare
+
+    table, warnings = compare(args.runs, args.plot)
+    print(table)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
     return 0
 
 
@@ -171,17 +227,35 @@ def _dispatch(argv: list[str]) -> int:
         p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy, as the paper validates")
         p.add_argument("--topk", type=int, default=3)
 
-    e = sub.add_parser("eval", help="evaluate a model + method on the benchmarks (Table 2 layout)")
-    model_args(e)
-    e.add_argument("--datasets", default=ALL_DATASETS)
-    e.add_argument("--split", default=None, help="default: the paper's split per dataset")
-    e.add_argument("--data-dir", default=None, help="FlashRAG files {dir}/{dataset}/{split}.jsonl (default: hub)")
-    e.add_argument("--limit", type=int, default=None, help="questions per dataset")
+    def eval_args(p: argparse.ArgumentParser) -> None:
+        model_args(p)
+        p.add_argument("--datasets", default=ALL_DATASETS)
+        p.add_argument("--split", default=None, help="default: the paper's split per dataset")
+        p.add_argument("--data-dir", default=None, help="FlashRAG files {dir}/{dataset}/{split}.jsonl (default: hub)")
+        p.add_argument("--limit", type=int, default=None, help="questions per dataset")
+        p.add_argument("--concurrency", type=int, default=16)
+        p.add_argument("--max-turns", type=int, default=4)
+        p.add_argument("--paper-model", default=None, help="paper row to compare with, e.g. qwen2.5-7b")
+        p.add_argument("--variant", default="base", choices=["base", "instruct"])
+        p.add_argument("--record", default=None, help="append every (query, top-k) -> results to this JSONL file")
+        p.add_argument("--replay", default=None, help="answer searches from a --record file (the server is not needed)")
+        p.add_argument("--replay-fallback", default=None, help="retriever URL for queries the replay file lacks")
+        p.add_argument("--retrieval-noise", type=float, default=0.0, help="replace each passage by a random one with this probability")
+        p.add_argument("--noise-corpus", default=None, help="corpus JSONL the random passages come from")
+        p.add_argument("--drop-top1", action="store_true", help="drop the best passage of every search")
+        p.add_argument("--noise-seed", type=int, default=0)
+
+    e = sub.add_parser("eval", help="evaluate a model + method on the benchmarks (Table 2 layout, failure breakdown, manifest)")
+    eval_args(e)
     e.add_argument("--output-dir", default="runs/eval")
-    e.add_argument("--concurrency", type=int, default=16)
-    e.add_argument("--max-turns", type=int, default=4)
-    e.add_argument("--paper-model", default=None, help="paper row to compare with, e.g. qwen2.5-7b")
-    e.add_argument("--variant", default="base", choices=["base", "instruct"])
+    r = sub.add_parser("robustness", help="EM as the retriever gets worse: eval at several noise levels, one curve per method")
+    eval_args(r)
+    r.add_argument("--noise-levels", default="0,0.25,0.5,0.75")
+    r.add_argument("--methods", default="search_r1,rag")
+    r.add_argument("--output-dir", default="runs/robustness")
+    c = sub.add_parser("compare", help="eval runs side by side; warns, naming the fields, when they are not comparable")
+    c.add_argument("runs", nargs="+", help="search-r1 eval output directories")
+    c.add_argument("--plot", default=None, help="also write a grouped bar chart here (PNG)")
 
     a = sub.add_parser("ask", help="answer one question, showing the trace as it happens")
     a.add_argument("question")
@@ -198,7 +272,8 @@ def _dispatch(argv: list[str]) -> int:
         from search_r1_plugin.doctor import doctor
 
         return doctor(args.retriever_url or None)
-    return _eval(args) if args.command == "eval" else _ask(args)
+    handlers = {"eval": _eval, "robustness": _robustness, "compare": _compare, "ask": _ask}
+    return handlers[args.command](args)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,18 @@
 """Run a method over benchmark datasets: resumable JSONL trajectories, Table-2 layout, comparison plot.
 
 Outputs in ``--output-dir``: ``trajectories/{dataset}.jsonl`` (one line per finished question,
-appended as it finishes, so a rerun skips what is done), ``scores.json``, ``table.md`` and
-``table.csv`` (datasets as columns, average last; rows EM, F1, sub-EM), and ``comparison.png``
-against the paper's row for the same model and method when the paper has one.
-A table is only written when every question of every dataset has a result.
+appended as it finishes, so a rerun skips what is done; with the searches it made and its failure
+label, :mod:`.attribution`), ``scores.json``, ``table.md`` and ``table.csv`` (datasets as columns,
+average last; rows EM, F1, sub-EM; then the failure breakdown), ``manifest.json`` (what the numbers
+depend on, :mod:`.manifest`), and ``comparison.png`` against the paper's row for the same model and
+method when the paper has one. A table is only written when every question of every dataset has a result.
 """
 
 from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import json
 from importlib.resources import files
 from pathlib import Path
@@ -18,7 +20,9 @@ from typing import Any, Optional
 
 from tqdm import tqdm
 
+from search_r1_plugin.evaluation.attribution import attribute, breakdown, breakdown_table, passage_text
 from search_r1_plugin.evaluation.methods import METHODS, PAPER_METHOD_NAMES, MethodContext
+from search_r1_plugin.evaluation.retrievers import Recorder, RetrievalOptions
 from search_r1_plugin.qa_data import read_dataset
 from search_r1_plugin.reward import compute_score
 
@@ -54,8 +58,11 @@ async def run_dataset(method: str, name: str, rows: list[dict], ctx: MethodConte
     out_file.parent.mkdir(parents=True, exist_ok=True)
 
     async def one(row: dict) -> None:
+        recorder = Recorder(ctx.retrieve)  # this question's searches and passages, for attribution
         async with sem:
-            result = await fn(row["question"], ctx)
+            result = await fn(row["question"], dataclasses.replace(ctx, retrieve=recorder))
+        scores = score(name, result, row["golden_answers"])
+        read = [[passage_text(item) for item in call["results"]] for call in recorder.calls]
         line = {
             "id": row["id"],
             "question": row["question"],
@@ -64,7 +71,9 @@ async def run_dataset(method: str, name: str, rows: list[dict], ctx: MethodConte
             "searches": result.searches,
             "turns": result.turns,
             "queries": result.queries,
-            **score(name, result, row["golden_answers"]),
+            **scores,
+            "failure": attribute(row["golden_answers"], result.answer, scores["em"], read),
+            "retrievals": [{"query": c["query"], "topk": c["topk"], "passages": p} for c, p in zip(recorder.calls, read)],
             "response": result.response,
         }
         with open(out_file, "a") as f:
@@ -86,6 +95,7 @@ def aggregate(out_dir: Path, datasets: list[tuple[str, str]], expected: dict[str
             raise RuntimeError(f"{name}: {len(lines)} of {expected[name]} questions finished; rerun to resume")
         scores[name] = {m: sum(r[m] for r in lines.values()) / len(lines) for m in METRICS}
         scores[name]["n"] = len(lines)
+        scores[name]["failures"] = breakdown([r["failure"] for r in lines.values() if "failure" in r])
     return scores
 
 
@@ -100,6 +110,9 @@ def write_table(out_dir: Path, label: str, scores: dict[str, dict[str, float]]) 
         csv.writer(f).writerows([header, *rows])
     md = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n"
     md += "".join("| " + " | ".join(r) + " |\n" for r in rows)
+    failures = {n: scores[n]["failures"] for n in names if scores[n].get("failures")}
+    if failures:
+        md += "\nWhy answers failed (share of questions; docs/evaluation.md):\n\n" + breakdown_table(failures)
     (out_dir / "table.md").write_text(md)
     return md
 
@@ -161,26 +174,51 @@ async def evaluate(
     label: str = "model",
     paper_model: Optional[str] = None,
     variant: str = "base",
+    retrieval: Optional[RetrievalOptions] = None,
+    manifest: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
+    """Evaluate ``method`` on ``datasets``; ``manifest`` adds to what :func:`.manifest.build_manifest` records
+    (model, decoding). Without ``retrieval.replay`` the server must be up; with it, it is never asked
+    unless a query is missing and ``replay_fallback`` names one."""
+    from search_r1_plugin.config import response_budget
+    from search_r1_plugin.evaluation.manifest import build_manifest
     from search_r1_plugin.retrieval_client import check_ready, client_from_config
     from search_r1_plugin.settings import SearchR1Config
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
-    check_ready(retriever_url)
+    options = retrieval or RetrievalOptions()
+    if options.replay is None:
+        check_ready(retriever_url)
     config = config or SearchR1Config(retriever_url=retriever_url)
     client = client_from_config(config)
-    ctx = MethodContext(generate=generate, tokenizer=tokenizer, retrieve=client.search, config=config)
+    fallback_client = None
+    if options.replay_fallback:
+        fallback_client = client_from_config(dataclasses.replace(config, retriever_url=options.replay_fallback))
+    fallback = fallback_client.search if fallback_client else None
+    budget = response_budget(config.max_turns, config.max_turn_tokens, config.max_obs_length)  # as training computes it
+    ctx = MethodContext(generate=generate, tokenizer=tokenizer, retrieve=options.retriever(client.search, fallback), config=config)
+    ctx = dataclasses.replace(ctx, response_length=budget)
     expected = {}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {}
     try:
         for name, split in datasets:
             rows = load_questions(name, split, local_dir, limit)
             expected[name] = len(rows)
+            files[name] = rows
             await run_dataset(method, name, rows, ctx, out_dir / "trajectories" / f"{name}.jsonl", concurrency)
     finally:
         await client.close()
+        if fallback_client is not None:
+            await fallback_client.close()
     scores = aggregate(out_dir, datasets, expected)
     (out_dir / "scores.json").write_text(json.dumps(scores, indent=2))
+    info = build_manifest(
+        method=method, datasets=datasets, questions=files, limit=limit, config=config, retrieval=options, response_length=budget,
+        retriever_url=None if options.replay else retriever_url, extra=manifest,
+    )  # fmt: skip
+    (out_dir / "manifest.json").write_text(json.dumps(info, indent=2))
     table = write_table(out_dir, f"{label} {method}", scores)
     figure = plot(out_dir, f"{label} {method}", scores, paper_row(paper_model, method, variant))
-    return {"scores": scores, "table": table, "plot": figure}
+    return {"scores": scores, "table": table, "plot": figure, "manifest": info}
