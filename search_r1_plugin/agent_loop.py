@@ -20,6 +20,7 @@ from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetr
 from verl.utils.profiler import simple_timer
 
 from search_r1_plugin.retrieval_client import client_from_config
+from search_r1_plugin.retrieval_record import Replay
 from search_r1_plugin.reward import MODEL_TEXT_KEY
 from search_r1_plugin.rollout import ObservationEncoder, run_trajectory
 from search_r1_plugin.settings import SearchR1Config, check_rollout_logprobs
@@ -87,6 +88,10 @@ class SearchR1AgentLoop(AgentLoopBase):
         check_rollout_logprobs(self.search_config, self.want_logprobs)
         self.response_length = int(self.rollout_config.response_length)
         self.retriever = client_from_config(self.search_config)
+        self.retrieve = self.retriever.search
+        if self.search_config.retrieval_replay:  # a record file answers (search-r1 eval --record)
+            fallback = self.retriever.search if self.search_config.retrieval_replay_fallback else None
+            self.retrieve = Replay(self.search_config.retrieval_replay, fallback)
 
     async def run(self, sampling_params: dict[str, Any], priority: int = 0, **kwargs: Any) -> AgentLoopOutput:
         messages = list(kwargs["raw_prompt"])
@@ -119,7 +124,7 @@ class SearchR1AgentLoop(AgentLoopBase):
         traj = await run_trajectory(
             prompt_ids,
             policy,
-            self.retriever.search,
+            self.retrieve,
             self.tokenizer,
             self.search_config,
             self.response_length,

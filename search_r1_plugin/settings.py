@@ -40,6 +40,9 @@ class SearchR1Config:
     retrieval_max_wait_ms  how long a query may wait for others to join its batch.
     retrieval_cache_size   in-process LRU cache of (query, topk) → documents; 0 disables.
     retrieval_api_key      bearer token for a server started with ``--api-key``.
+    retrieval_replay       a record file (``search-r1 eval --record``): searches are answered from it,
+                           and a query it lacks fails the rollout naming it (:mod:`.retrieval_record`).
+    retrieval_replay_fallback  with a replay file, send the queries it lacks to ``retriever_url`` instead.
     health                 the training health guard's mode and rules (:mod:`search_r1_plugin.health`).
     """
 
@@ -57,6 +60,8 @@ class SearchR1Config:
     retrieval_max_wait_ms: float = 5.0
     retrieval_cache_size: int = 0
     retrieval_api_key: str | None = None
+    retrieval_replay: str | None = None
+    retrieval_replay_fallback: bool = False
     health: Mapping[str, Any] = field(default_factory=lambda: asdict(HealthConfig()))
 
     def __post_init__(self) -> None:

@@ -71,7 +71,7 @@ def test_eval_writes_labels_breakdown_and_manifest(sample_world, tmp_path, tiny_
     assert m["versions"]["verl"] and m["retrieval"]["noise"] == 0.0
 
 
-def test_replay_reproduces_the_table_with_the_server_stopped(sample_world, tmp_path, tiny_tokenizer, bm25_args):
+def test_replay_reproduces_the_table_with_the_server_stopped(sample_world, tmp_path, tiny_tokenizer, tiny_model_dir, bm25_args):
     from search_r1_plugin.sandbox.server_process import free_port, retrieval_server
 
     answers = answers_of(sample_world)
@@ -91,6 +91,20 @@ def test_replay_reproduces_the_table_with_the_server_stopped(sample_world, tmp_p
         assert sorted(a) == sorted(b)
     with pytest.raises(KeyError, match="not in the retrieval record"):
         asyncio.run(Replay(record)("a query nobody made", 3))
+    # training reads the same file (search_r1.retrieval_replay), through verl's AgentLoopWorker, no server
+    from search_r1_plugin.policy import PolicyServer
+    from search_r1_plugin.sandbox.verl_harness import run_agent_loop_batch
+    from tests.test_agent_loop_verl import load_questions, scripted_policy, trainer_config
+
+    rows = load_questions(sample_world, 3)
+    config = trainer_config(tiny_model_dir, stopped, f"search_r1.retrieval_replay={record}")
+    out = run_agent_loop_batch(config, PolicyServer(scripted_policy(tiny_tokenizer, rows)), rows)
+    recorded = {json.loads(x)["query"]: json.loads(x)["results"] for x in record.read_text().splitlines()}
+    for b, row in enumerate(rows):
+        text = tiny_tokenizer.decode(out.batch["responses"][b][out.batch["attention_mask"][b, -out.batch["responses"].shape[1] :] == 1])
+        first = recorded[row["question"]][0]
+        assert first.get("document", first)["contents"].split("\n", 1)[1][:30] in text
+    assert out.batch["rm_scores"].sum() == len(rows)
     table, warnings = compare([tmp_path / "live", tmp_path / "replay"], tmp_path / "cmp.png")
     assert "| live |" in table and "| replay |" in table and (tmp_path / "cmp.png").stat().st_size > 1000
     assert any("retrieval.replay" in w for w in warnings)  # a replayed run says so

@@ -19,45 +19,11 @@ import dataclasses
 import json
 import os
 import random
-from pathlib import Path
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Optional
 
-Retrieve = Callable[[str, int], Awaitable[list[dict[str, Any]]]]
+from search_r1_plugin.retrieval_record import RecordFile, RecordTap, Replay, Retrieve
 
-
-def record_key(query: str, topk: int) -> str:
-    return json.dumps([query, int(topk)], ensure_ascii=False)
-
-
-class RecordFile:
-    """Appends (query, top-k) → results once per distinct key; safe across the run's concurrent questions."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.seen = set(load_records(self.path)) if self.path.exists() else set()
-
-    def add(self, query: str, topk: int, results: list[dict[str, Any]]) -> None:
-        key = record_key(query, topk)
-        if key in self.seen:
-            return
-        self.seen.add(key)
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"query": query, "topk": int(topk), "results": results}, ensure_ascii=False) + "\n")
-
-
-def load_records(path: str | Path) -> dict[str, list[dict[str, Any]]]:
-    records = {}
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                records[record_key(row["query"], row["topk"])] = row["results"]
-            except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}:{n}: not a retrieval record ({e})") from e
-    return records
+__all__ = ["CorpusSampler", "Noisy", "Recorder", "Replay", "RetrievalOptions"]
 
 
 class Recorder:
@@ -73,40 +39,10 @@ class Recorder:
         return results
 
 
-class RecordTap:
-    """Writes what the retriever (server or replay) returned to a :class:`RecordFile`, below any noise: a
-    record is the clean retrieval, so one record serves a whole noise sweep."""
-
-    def __init__(self, inner: Retrieve, record: RecordFile) -> None:
-        self.inner, self.record = inner, record
-
-    async def __call__(self, query: str, topk: int) -> list[dict[str, Any]]:
-        results = await self.inner(query, topk)
-        self.record.add(query, topk, results)
-        return results
-
-
-class Replay:
-    """Answers from a record file; a miss is an error naming the query unless a fallback retriever is given."""
-
-    def __init__(self, path: str | Path, fallback: Optional[Retrieve] = None) -> None:
-        self.path = str(path)
-        self.records = load_records(path)
-        self.fallback = fallback
-
-    async def __call__(self, query: str, topk: int) -> list[dict[str, Any]]:
-        hit = self.records.get(record_key(query, topk))
-        if hit is not None:
-            return hit
-        if self.fallback is None:
-            raise KeyError(f"query {query!r} (top-{topk}) is not in the retrieval record {self.path}; record it, or pass a fallback URL")
-        return await self.fallback(query, topk)
-
-
 class CorpusSampler:
     """Random passages of a JSONL corpus by random byte offsets: constant memory, any corpus size."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | os.PathLike) -> None:
         self.path = str(path)
         self.size = os.path.getsize(self.path)
         if self.size == 0:
