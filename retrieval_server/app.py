@@ -85,8 +85,8 @@ def create_app(
     *,
     limits: Limits | None = None,
     api_key: str | None = None,
-    max_batch: int = 512,
-    max_wait_ms: float = 2.0,
+    max_batch: int | None = None,
+    max_wait_ms: float | None = None,
     batching: bool = True,
     load_before_serving: bool = False,
 ) -> Any:
@@ -109,8 +109,8 @@ def create_app(
             return
         batcher = MicroBatcher(
             backend.search,
-            max_batch=max_batch,
-            max_wait_ms=max_wait_ms,
+            max_batch=limits.max_batch if max_batch is None else max_batch,
+            max_wait_ms=limits.max_wait_ms if max_wait_ms is None else max_wait_ms,
             batching=batching,
             on_batch=metrics.observe_batch,
             max_queued=limits.max_queued,

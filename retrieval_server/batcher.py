@@ -31,6 +31,8 @@ from typing import Callable
 
 import numpy as np
 
+from retrieval_server.limits import Limits
+
 SearchFn = Callable[[list[str], int], tuple[np.ndarray, np.ndarray]]
 
 
@@ -54,11 +56,11 @@ class MicroBatcher:
         self,
         search: SearchFn,
         *,
-        max_batch: int = 512,
-        max_wait_ms: float = 2.0,
+        max_batch: int = Limits.max_batch,
+        max_wait_ms: float = Limits.max_wait_ms,
         batching: bool = True,
         on_batch: Callable[[int, float], None] | None = None,
-        max_queued: int = 65536,
+        max_queued: int = Limits.max_queued,
         on_queue: Callable[[int], None] | None = None,
     ) -> None:
         self.search = search

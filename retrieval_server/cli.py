@@ -236,10 +236,10 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--max-batch",
         type=int,
-        default=512,
+        default=Limits.max_batch,
         help="most queries per encoder/search batch; bigger requests are searched in chunks of this size",
     )
-    s.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a batch waits to fill")
+    s.add_argument("--max-wait-ms", type=float, default=Limits.max_wait_ms, help="how long a batch waits to fill")
     s.add_argument("--no-batching", action="store_true", help="original behaviour: each request on its own")
     s.add_argument(
         "--max-queries",
@@ -253,7 +253,7 @@ def make_parser() -> argparse.ArgumentParser:
         default=Limits.max_query_chars,
         help="longer queries are cut to this many characters (the encoder truncates anyway)",
     )
-    s.add_argument("--max-topk", type=int, default=100)
+    s.add_argument("--max-topk", type=int, default=Limits.max_topk)
     s.add_argument("--max-body-bytes", type=int, default=Limits.max_body_bytes, help="larger request bodies are refused (413) unread")
     s.add_argument(
         "--header-timeout-s",

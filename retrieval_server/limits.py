@@ -1,4 +1,5 @@
-"""Request limits of the retrieval server (no heavy imports: the CLI reads the defaults for ``--help``)."""
+"""Request limits and batching of the retrieval server: the one home of their defaults (no heavy imports:
+the CLI reads them for ``--help``; ``tests/test_dependency_rules.py`` fails if one is written twice)."""
 
 from __future__ import annotations
 
@@ -22,3 +23,7 @@ class Limits:
     body_timeout_s: float = 10.0
     # Queries that may wait for a batch; beyond it a request is answered 429 with Retry-After.
     max_queued: int = 65536
+    # Most queries per encoder/search batch (bigger requests are searched in chunks of this size), and how
+    # long a batch waits to fill.
+    max_batch: int = 512
+    max_wait_ms: float = 2.0

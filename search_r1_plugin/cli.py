@@ -31,7 +31,7 @@ from pathlib import Path
 from search_r1_plugin.errors import SearchR1Error
 from search_r1_plugin.evaluation.methods import METHODS
 from search_r1_plugin.qa_data import PAPER_TEST_SPLITS
-from search_r1_plugin.settings import DEFAULT_RETRIEVER_URL
+from search_r1_plugin.settings import DEFAULT_RETRIEVER_URL, SearchR1Config
 
 ALL_DATASETS = ",".join(PAPER_TEST_SPLITS)  # the paper's seven, in its column order
 
@@ -53,7 +53,6 @@ def _retrieval_options(args: argparse.Namespace, noise: float | None = None):
 def _run_eval(args: argparse.Namespace, gen, method: str, out_dir: Path, retrieval) -> dict:
     from search_r1_plugin.evaluation.manifest import model_fingerprint
     from search_r1_plugin.evaluation.runner import evaluate
-    from search_r1_plugin.settings import SearchR1Config
 
     datasets = [(d, args.split or PAPER_TEST_SPLITS.get(d, "test")) for d in args.datasets.split(",") if d]
     config = SearchR1Config(retriever_url=args.retriever_url, topk=args.topk, max_turns=args.max_turns)
@@ -123,7 +122,6 @@ def _ask(args: argparse.Namespace) -> int:
     from search_r1_plugin.evaluation.methods import MethodContext
     from search_r1_plugin.evaluation.trace import TracePrinter
     from search_r1_plugin.retrieval_client import check_ready, client_from_config
-    from search_r1_plugin.settings import SearchR1Config
 
     check_ready(args.retriever_url)
     gen = load_policy(args.model, args.backend, args.temperature)
@@ -225,7 +223,7 @@ def _dispatch(argv: list[str]) -> int:
         p.add_argument("--retriever-url", default=DEFAULT_RETRIEVER_URL)
         p.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"])
         p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy, as the paper validates")
-        p.add_argument("--topk", type=int, default=3)
+        p.add_argument("--topk", type=int, default=SearchR1Config.topk)
 
     def eval_args(p: argparse.ArgumentParser) -> None:
         model_args(p)
@@ -234,7 +232,7 @@ def _dispatch(argv: list[str]) -> int:
         p.add_argument("--data-dir", default=None, help="FlashRAG files {dir}/{dataset}/{split}.jsonl (default: hub)")
         p.add_argument("--limit", type=int, default=None, help="questions per dataset")
         p.add_argument("--concurrency", type=int, default=16)
-        p.add_argument("--max-turns", type=int, default=4)
+        p.add_argument("--max-turns", type=int, default=SearchR1Config.max_turns)
         p.add_argument("--paper-model", default=None, help="paper row to compare with, e.g. qwen2.5-7b")
         p.add_argument("--variant", default="base", choices=["base", "instruct"])
         p.add_argument("--record", default=None, help="append every (query, top-k) -> results to this JSONL file")

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from search_r1_plugin.protocol import TEMPLATES, format_docs, make_messages
 from search_r1_plugin.qa_data import HUB_DATASET, PAPER_TEST_SPLITS, DataError, read_dataset
+from search_r1_plugin.settings import SearchR1Config
 
 PAPER_TRAIN = "nq:train,hotpotqa:train"
 PAPER_TEST = ",".join(f"{name}:{split}" for name, split in PAPER_TEST_SPLITS.items())
@@ -112,7 +113,14 @@ def build_rows(records: Iterable[dict], name: str, split: str, template: str, st
 
 
 def prepare(
-    out: Path, train: str, test: str, template: str, local_dir: Path | None, hub: bool, retriever_url: str | None = None, topk: int = 3
+    out: Path,
+    train: str,
+    test: str,
+    template: str,
+    local_dir: Path | None,
+    hub: bool,
+    retriever_url: str | None = None,
+    topk: int = SearchR1Config.topk,
 ) -> dict:
     if template == "rag" and not retriever_url:
         raise DataError("--template rag needs --retriever-url")
@@ -156,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--test", default=PAPER_TEST)
     p.add_argument("--template", choices=list(TEMPLATES), default="search_r1")
     p.add_argument("--retriever-url", default=None, help="for --template rag")
-    p.add_argument("--topk", type=int, default=3)
+    p.add_argument("--topk", type=int, default=SearchR1Config.topk)
     args = p.parse_args(argv)
     try:
         summary = prepare(args.out, args.train, args.test, args.template, args.local_dir, args.hub, args.retriever_url, args.topk)
