@@ -158,14 +158,38 @@ def _train(args: argparse.Namespace, passthrough: list[str]) -> int:
     from search_r1_plugin.presets import main_ppo_command, split_preset_words
 
     algo, model, variants, overrides = split_preset_words(args.preset)
-    command = main_ppo_command(algo, model, variants, [*overrides, *passthrough])
+    overrides = [*overrides, *passthrough]
+    command = main_ppo_command(algo, model, variants, overrides)
     print("python " + " ".join(command[1:]), flush=True)
     if args.print_command:
         return 0
     env = dict(os.environ)
     if "cpu" in variants:
         env.setdefault("VERL_PLATFORM", "cpu")  # the driver loads the CPU platform before verl's engines
-    return subprocess.call(command, env=env)
+    from search_r1_plugin.presets import compose
+
+    cfg = compose(algo, model, variants, overrides)
+    if cfg.search_r1.health.mode != "rollback":
+        return subprocess.call(command, env=env)
+    from search_r1_plugin.rollback import run_supervised, without_resume_overrides
+
+    def launch(extra: list[str]) -> tuple[int, list[str]]:
+        again = main_ppo_command(algo, model, variants, [*without_resume_overrides(overrides), *extra]) if extra else command
+        if extra:
+            print("python " + " ".join(again[1:]), flush=True)
+        proc = subprocess.Popen(again, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines = []
+        for line in proc.stdout:  # shown as it comes; the guard's rollback line is read from it
+            sys.stdout.write(line)
+            lines.append(line)
+        return proc.wait(), lines
+
+    return run_supervised(
+        launch,
+        checkpoint_dir=str(cfg.trainer.default_local_dir),
+        lr=float(cfg.actor_rollout_ref.actor.optim.lr),
+        max_rollbacks=int(cfg.search_r1.health.max_rollbacks),
+    )
 
 
 def _presets() -> int:

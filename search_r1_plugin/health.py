@@ -23,10 +23,10 @@ rule              fires when                                                    
 ================  ==========================================================================  ==================
 
 Modes: ``off``; ``warn`` (log the alarm, default); ``stop`` (raise :class:`TrainingHealthError`, which
-ends ``main_ppo`` with the rule, step and numbers); ``rollback`` (stop the same way and say which
-checkpoint passed the guard last, so the run can be restarted from it with
-``trainer.resume_mode=resume_path trainer.resume_from_path=…`` and, as configured, a lower learning
-rate). The guard sees each step's rollout metrics when the batch is sampled and the actor's metrics
+ends ``main_ppo`` with the rule, step and numbers); ``rollback`` (stop the same way; ``search-r1 train``
+then restarts from the checkpoint behind the last healthy step with the learning rate ×
+``rollback_lr_factor``, at most ``max_rollbacks`` times: :mod:`search_r1_plugin.rollback`). The guard
+sees each step's rollout metrics when the batch is sampled and the actor's metrics
 (grad norm, entropy, KL) of the step before, read from verl's own metrics file: verl 0.9.1 has no
 step-end callback (``docs/upstream.md``).
 """
@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Optional
 
 from search_r1_plugin.errors import SearchR1Error
+from search_r1_plugin.rollback import rollback_marker
 
 MODES = ("off", "warn", "stop", "rollback")
 # metric keys whose non-finite value means the run is broken
@@ -67,6 +68,7 @@ class HealthConfig:
     format_failure_ceiling: float = 0.9
     clip_ceiling: float = 0.9
     rollback_lr_factor: float = 0.5
+    max_rollbacks: int = 2
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -74,6 +76,8 @@ class HealthConfig:
         for name in ("grad_spike_factor", "entropy_floor_ratio", "length_floor_ratio", "rollback_lr_factor"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"search_r1.health.{name} must be > 0, got {getattr(self, name)!r}")
+        if self.max_rollbacks < 0:
+            raise ValueError(f"search_r1.health.max_rollbacks must be >= 0, got {self.max_rollbacks!r}")
         if self.warmup_steps < 1 or self.grad_window < 1:
             raise ValueError("search_r1.health.warmup_steps and grad_window must be >= 1")
 
@@ -173,9 +177,10 @@ class HealthGuard:
         if alarms and self.config.mode in ("stop", "rollback"):
             text = "; ".join(str(a) for a in alarms)
             if self.config.mode == "rollback":
+                log(rollback_marker(self.last_good_step, self.config.rollback_lr_factor))  # read by search-r1 train
                 text += (
-                    f". Last step that passed the guard: {self.last_good_step}; restart from its checkpoint with "
-                    "trainer.resume_mode=resume_path trainer.resume_from_path=<checkpoints>/global_step_"
-                    f"{self.last_good_step} and actor_rollout_ref.actor.optim.lr multiplied by {self.config.rollback_lr_factor:g}"
+                    f". Last step that passed the guard: {self.last_good_step}; search-r1 train restarts from the checkpoint "
+                    f"behind its rollouts (global_step_{self.last_good_step - 1}, or the initial model) with "
+                    f"actor_rollout_ref.actor.optim.lr × {self.config.rollback_lr_factor:g} (search_r1_plugin.rollback)"
                 )
             raise TrainingHealthError(text)

@@ -70,10 +70,12 @@ def test_stop_and_rollback_raise_naming_the_rule_and_the_last_good_step():
         guard = HealthGuard(HealthConfig(mode=mode))
         run(guard, [steady(s) for s in range(1, 11)])
         alarms = guard.observe(11, {**steady(11), "actor/grad_norm": math.inf})
+        logged = []
         with pytest.raises(TrainingHealthError, match="'nan' fired at step 11") as err:
-            guard.act(alarms, lambda _: None)
-        if mode == "rollback":
-            assert "global_step_10" in str(err.value) and "lr multiplied by 0.5" in str(err.value)
+            guard.act(alarms, logged.append)
+        if mode == "rollback":  # step 10 passed; its rollouts came from step 9's checkpoint
+            assert "Last step that passed the guard: 10" in str(err.value) and "global_step_9" in str(err.value)
+            assert "search_r1 rollback: last_good_step=10 lr_factor=0.5" in logged
     warn = HealthGuard(HealthConfig(mode="warn"))
     seen = []
     warn.act([*warn.observe(1, {"actor/pg_loss": math.nan})], seen.append)
@@ -100,3 +102,45 @@ def test_rollout_health_signals():
     assert m["search_r1/health/zero_variance_groups"] == pytest.approx(2 / 3)
     assert m["search_r1/health/format_failure"] == 0.5 and m["search_r1/health/budget_exhausted"] == pytest.approx(1 / 6)
     assert health_metrics(keys, [math.nan] + rewards[1:], extra)["search_r1/health/nonfinite_rewards"] == 1.0
+
+
+def test_rollback_supervisor_restores_the_weights_behind_the_last_healthy_rollouts(tmp_path):
+    """Last good step 3: its rollouts came from global_step_2's weights (the newest at or before 2)."""
+    from search_r1_plugin.rollback import LOAD_WEIGHTS_ONLY, parse_marker, rollback_marker, run_supervised, without_resume_overrides
+
+    for step in (1, 2, 4):
+        (tmp_path / f"global_step_{step}").mkdir()
+    (tmp_path / "global_step_x").mkdir()
+    assert parse_marker(["noise", rollback_marker(3, 0.5) + "\n", "more"]) == (3, 0.5)
+    assert parse_marker(["(TaskRunner pid=1) " + rollback_marker(7, 0.25)]) == (7, 0.25)
+    launches, logs = [], []
+
+    def launch(extra):
+        launches.append(extra)
+        return (1, [rollback_marker(3, 0.5)]) if len(launches) == 1 else (0, [])
+
+    assert run_supervised(launch, checkpoint_dir=tmp_path, lr=1e-6, max_rollbacks=2, log=logs.append) == 0
+    assert launches[0] == []
+    assert launches[1] == [
+        "trainer.resume_mode=resume_path",
+        f"trainer.resume_from_path={tmp_path / 'global_step_2'}",
+        LOAD_WEIGHTS_ONLY,
+        "actor_rollout_ref.actor.optim.lr=5e-07",
+    ]
+    assert "rollback 1/2" in logs[0]
+    # no checkpoint behind the last good step: start over from the model, lower rate
+    launches.clear()
+    run_supervised(launch, checkpoint_dir=tmp_path / "none", lr=1.0, max_rollbacks=1, log=logs.append)
+    assert launches[1] == ["trainer.resume_mode=disable", "actor_rollout_ref.actor.optim.lr=0.5"]
+    # the guard keeps firing: stop after max_rollbacks, with the run's exit code
+    always = []
+
+    def fires_again(extra):
+        always.append(extra)
+        return 3, [rollback_marker(1, 0.5)]
+
+    assert run_supervised(fires_again, checkpoint_dir=tmp_path, lr=1.0, max_rollbacks=2, log=logs.append) == 3
+    assert len(always) == 3 and "fired again after 2 rollback(s)" in logs[-1]
+    # a run that fails for another reason is not restarted
+    assert run_supervised(lambda e: (2, ["Traceback"]), checkpoint_dir=tmp_path, lr=1.0, max_rollbacks=2) == 2
+    assert without_resume_overrides(["a=1", "trainer.resume_mode=auto", "+actor_rollout_ref.actor.optim.lr=3"]) == ["a=1"]

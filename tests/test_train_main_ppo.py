@@ -280,3 +280,38 @@ def test_health_guard_stops_a_run_made_to_collapse(protocol_model, train_data, b
     assert fired and {int(step) for _, step, _ in fired} == {2}, fired
     assert [r["step"] for r in run.metrics] == [1, 2]  # stopped when step 3 was sampled
     assert run.step(1)["search_r1/health/alarms"] == 0
+
+
+def test_health_guard_rolls_back_with_a_lower_learning_rate(protocol_model, train_data, bm25_server, tmp_path):
+    """mode rollback, through main_ppo three times. A healthy run (lr 1e-4) saves steps 1-2; the supervised run
+    resumes it with lr 1.0 (weights only, so the new rate applies), update 3 wrecks the model, step 4's rollouts
+    trip the guard, and the supervisor restarts from global_step_2 (the weights behind step 3, the last healthy
+    rollouts) with half the rate. verl's own metrics of that run show 0.5: neither the wrecking 1.0 nor the
+    1e-4 that global_step_2's optimizer and scheduler state hold (docs/upstream.md #9)."""
+    from search_r1_plugin.rollback import LOAD_WEIGHTS_ONLY, run_supervised
+
+    common = ["trainer.save_freq=1", "trainer.test_freq=-1", "search_r1.health.mode=rollback", "search_r1.health.warmup_steps=1"]
+    steps = "trainer.total_training_steps=2"
+    healthy = launch("grpo", tmp_path, protocol_model, train_data, bm25_server, *common, steps, run_name="healthy")
+    assert healthy.returncode == 0, healthy.tail()
+    checkpoints = tmp_path / "checkpoints"
+    wreck = ["trainer.resume_mode=resume_path", f"trainer.resume_from_path={checkpoints / 'global_step_2'}", LOAD_WEIGHTS_ONLY]
+    runs, launches = [], []
+
+    def attempt(extra):
+        launches.append(extra)
+        run = launch(
+            "grpo", tmp_path, protocol_model, train_data, bm25_server, *common, "trainer.total_training_steps=5",
+            *(extra or [*wreck, "actor_rollout_ref.actor.optim.lr=1.0"]), run_name=f"attempt{len(runs)}",
+        )  # fmt: skip
+        runs.append(run)
+        return run.returncode, run.log.splitlines()
+
+    run_supervised(attempt, checkpoint_dir=checkpoints, lr=1.0, max_rollbacks=1, log=lambda _: None)
+    first = runs[0]
+    assert first.metrics[0]["step"] == 3 and first.step(3)["actor/lr"] == pytest.approx(1.0), first.tail()
+    assert re.search(r"search_r1 rollback: last_good_step=3 lr_factor=0.5", first.log), first.tail()
+    assert len(runs) == 2 and launches[1][:3] == wreck and launches[1][-1] == "actor_rollout_ref.actor.optim.lr=0.5"
+    resumed = runs[1]
+    assert resumed.metrics and resumed.metrics[0]["step"] == 3  # resumed after step 2
+    assert resumed.step(3)["actor/lr"] == pytest.approx(0.5)
