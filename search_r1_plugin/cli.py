@@ -24,6 +24,7 @@ import asyncio
 import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -89,6 +90,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _robustness(args: argparse.Namespace) -> int:
     from search_r1_plugin.evaluation.backends import load_policy
+    from search_r1_plugin.evaluation.html_report import write_eval_report
     from search_r1_plugin.evaluation.robustness import plot_robustness
 
     levels = [float(p) for p in args.noise_levels.split(",")]
@@ -102,6 +104,11 @@ def _robustness(args: argparse.Namespace) -> int:
             curves.setdefault(method, []).append(sum(s["em"] for s in scores.values()) / len(scores))
             print(f"{method} noise {p:g}: EM {curves[method][-1]:.3f}", flush=True)
     path = plot_robustness(levels, curves, Path(args.output_dir) / "robustness.png", title=Path(args.model).name)
+    for method in curves:  # each level's page shows the whole curve
+        for p in levels:
+            level_dir = Path(args.output_dir) / f"{method}_noise{p:g}"
+            shutil.copyfile(path, level_dir / "robustness.png")
+            write_eval_report(level_dir)
     (Path(args.output_dir) / "robustness.json").write_text(json.dumps({"noise": levels, "em": curves}, indent=2))
     print(f"curve: {path}")
     return 0

@@ -25,6 +25,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from search_r1_plugin.trajectory_html import STYLE, render_trajectory, trajectory_spans
+
 CURVES = [
     ("validation EM", "val"),
     ("training reward", "critic/score/mean"),
@@ -107,28 +109,6 @@ def plot_png(rows: list[dict]) -> bytes:
     return buf.getvalue()
 
 
-def trajectory_spans(ids: list[int], mask: list[int], decode) -> list[tuple[str, bool]]:
-    """Runs of model-written (mask 1) and injected (mask 0) tokens, each decoded on its own."""
-    spans: list[tuple[str, bool]] = []
-    start = 0
-    for i in range(1, len(ids) + 1):
-        if i == len(ids) or mask[i] != mask[start]:
-            spans.append((decode(ids[start:i]), bool(mask[start])))
-            start = i
-    return spans
-
-
-def render_trajectory(spans: list[tuple[str, bool]], reward: float) -> str:
-    """One trajectory as HTML: model text plain, injected text in a shaded box, the reward on the last token.
-    The one way the project draws a trajectory."""
-    parts = []
-    for text, model in spans:
-        cls = "model" if model else "injected"
-        parts.append(f'<span class="{cls}">{html.escape(text)}</span>')
-    parts.append(f'<span class="reward">reward {reward:g}</span>')
-    return f'<pre class="trajectory">{"".join(parts)}</pre>'
-
-
 def sample_trajectories(run_dir: Path, tokenizer_path: Optional[str], limit: int = 6) -> tuple[Optional[int], list[str]]:
     dumps = sorted((run_dir / "rollouts" / "search_r1_tokens").glob("*.jsonl"), key=lambda p: int(p.stem))
     if not dumps or not tokenizer_path:
@@ -146,16 +126,6 @@ def sample_trajectories(run_dir: Path, tokenizer_path: Optional[str], limit: int
         spans = trajectory_spans(ids[:n], mask[:n], lambda t: tokenizer.decode(t, skip_special_tokens=False))
         rendered.append(render_trajectory(spans, float(sum(row["rm_scores"]))))
     return int(dumps[-1].stem), rendered
-
-
-STYLE = """
-body { font-family: sans-serif; max-width: 1200px; margin: 2em auto; color: #222; }
-table { border-collapse: collapse; } td, th { border: 1px solid #ccc; padding: 3px 8px; font-size: 90%; }
-pre.trajectory { white-space: pre-wrap; background: #fafafa; border: 1px solid #ddd; padding: 8px; font-size: 85%; }
-span.injected { background: #e3ecf7; color: #345; } span.model { color: #111; }
-span.reward { background: #fde9b8; font-weight: bold; margin-left: 6px; padding: 0 4px; }
-.alarm { color: #a00; }
-"""
 
 
 def build_report(run_dir: Path, tokenizer_path: Optional[str] = None) -> str:

@@ -69,6 +69,37 @@ def test_eval_writes_labels_breakdown_and_manifest(sample_world, tmp_path, tiny_
     assert m["questions"]["sample_nq"]["n"] == 4 and len(m["questions"]["sample_nq"]["sha256"]) == 16
     assert m["retriever"]["documents"] > 0 and "bm25" in m["retriever"]["description"].lower()
     assert m["versions"]["verl"] and m["retrieval"]["noise"] == 0.0
+    page = (tmp_path / "report.html").read_text()
+    assert_balanced_html(page)
+    assert page.count('src="data:image/png;base64,') == 1  # the failure breakdown (no robustness curve here)
+    assert '<span class="injected">' in page and "&lt;information&gt;" in page and "<information>" not in page
+    expected = 0  # up to 3 trajectories per failure label and dataset
+    for name in ("sample_nq", "sample_hotpotqa"):
+        labels = [json.loads(x)["failure"]["label"] for x in (tmp_path / "trajectories" / f"{name}.jsonl").read_text().splitlines()]
+        expected += sum(min(3, labels.count(label)) for label in set(labels))
+    assert page.count('<pre class="trajectory">') == expected
+
+
+def assert_balanced_html(page: str) -> None:
+    """Every element opened is closed, in order (void elements aside): a structural check of a page."""
+    from html.parser import HTMLParser
+
+    void = {"meta", "img", "br", "hr", "link", "input"}
+
+    class Checker(HTMLParser):
+        stack: list = []
+
+        def handle_starttag(self, tag, attrs):
+            if tag not in void:
+                self.stack.append(tag)
+
+        def handle_endtag(self, tag):
+            assert self.stack and self.stack.pop() == tag, tag
+
+    checker = Checker()
+    checker.stack = []
+    checker.feed(page)
+    assert checker.stack == [] and page.startswith("<!DOCTYPE html>")
 
 
 def test_replay_reproduces_the_table_with_the_server_stopped(sample_world, tmp_path, tiny_tokenizer, tiny_model_dir, bm25_args):

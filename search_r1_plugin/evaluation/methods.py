@@ -26,6 +26,7 @@ from search_r1_plugin.protocol import (
 )
 from search_r1_plugin.rollout import RetrieveFn, run_trajectory
 from search_r1_plugin.settings import SearchR1Config
+from search_r1_plugin.trajectory_html import trajectory_spans
 
 Retrieve = RetrieveFn
 
@@ -47,6 +48,7 @@ class MethodResult:
     searches: int = 0
     turns: int = 0
     queries: list[str] = field(default_factory=list)
+    spans: list[tuple[str, bool]] = field(default_factory=list)  # (text, written by the model) runs, for report.html
 
 
 async def _single_turn(ctx: MethodContext, content: str) -> MethodResult:
@@ -61,9 +63,10 @@ async def _protocol(
     traj = await run_trajectory(
         prompt_ids, ctx.generate, retrieve or ctx.retrieve, ctx.tokenizer, cfg, ctx.response_length, on_event=ctx.on_event
     )
-    text = ctx.tokenizer.decode(traj.response_ids, skip_special_tokens=True)
-    model_text = traj.model_text(lambda ids: ctx.tokenizer.decode(ids, skip_special_tokens=True))
-    return MethodResult(text, extract_answer(model_text), traj.searches, traj.turns, traj.queries)
+    decode = lambda ids: ctx.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+    text = decode(traj.response_ids)
+    spans = trajectory_spans(traj.response_ids, [int(m) for m in traj.is_model], decode)
+    return MethodResult(text, extract_answer(traj.model_text(decode)), traj.searches, traj.turns, traj.queries, spans)
 
 
 async def search_r1(question: str, ctx: MethodContext) -> MethodResult:

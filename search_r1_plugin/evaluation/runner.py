@@ -4,7 +4,7 @@ Outputs in ``--output-dir``: ``trajectories/{dataset}.jsonl`` (one line per fini
 appended as it finishes, so a rerun skips what is done; with the searches it made and its failure
 label, :mod:`.attribution`), ``scores.json``, ``table.md`` and ``table.csv`` (datasets as columns,
 average last; rows EM, F1, sub-EM; then the failure breakdown), ``manifest.json`` (what the numbers
-depend on, :mod:`.manifest`), and ``comparison.png`` against the paper's row for the same model and
+depend on, :mod:`.manifest`), ``report.html`` (:mod:`.html_report`) and ``comparison.png`` against the paper's row for the same model and
 method when the paper has one. A table is only written when every question of every dataset has a result.
 """
 
@@ -21,6 +21,7 @@ from typing import Any, Optional
 from tqdm import tqdm
 
 from search_r1_plugin.evaluation.attribution import attribute, breakdown, breakdown_table, passage_text
+from search_r1_plugin.evaluation.html_report import write_eval_report
 from search_r1_plugin.evaluation.methods import METHODS, PAPER_METHOD_NAMES, MethodContext
 from search_r1_plugin.evaluation.retrievers import Recorder, RetrievalOptions
 from search_r1_plugin.qa_data import read_dataset
@@ -75,6 +76,7 @@ async def run_dataset(method: str, name: str, rows: list[dict], ctx: MethodConte
             "failure": attribute(row["golden_answers"], result.answer, scores["em"], read),
             "retrievals": [{"query": c["query"], "topk": c["topk"], "passages": p} for c, p in zip(recorder.calls, read)],
             "response": result.response,
+            "spans": result.spans,
         }
         with open(out_file, "a") as f:
             f.write(json.dumps(line, ensure_ascii=False) + "\n")
@@ -221,4 +223,5 @@ async def evaluate(
     (out_dir / "manifest.json").write_text(json.dumps(info, indent=2))
     table = write_table(out_dir, f"{label} {method}", scores)
     figure = plot(out_dir, f"{label} {method}", scores, paper_row(paper_model, method, variant))
-    return {"scores": scores, "table": table, "plot": figure, "manifest": info}
+    page = write_eval_report(out_dir)
+    return {"scores": scores, "table": table, "plot": figure, "manifest": info, "report": page}
