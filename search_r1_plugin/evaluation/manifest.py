@@ -119,7 +119,10 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def differences(manifests: Sequence[Mapping[str, Any]]) -> list[str]:
     """Comparability fields whose values differ across runs (sorted)."""
     flat = [flatten(m) for m in manifests]
-    keys = sorted({k for f in flat for k in f if k.startswith(COMPARABLE_PREFIXES) and k != "retrieval.record"})
+    ignored = {"retrieval.record"}  # where a run saved its searches changes nothing it measured
+    if all(not f.get("retrieval.noise") for f in flat):
+        ignored.add("retrieval.noise_corpus")  # unused without noise
+    keys = sorted({k for f in flat for k in f if k.startswith(COMPARABLE_PREFIXES) and k not in ignored})
     return [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1]
 
 
