@@ -60,6 +60,18 @@ def assistant_part(context: str) -> str:
     return context.split("<|im_start|>assistant\n")[-1]
 
 
+def search_then_answer(rows, after_search: str):
+    """The model's text: think, search the question (then ``after_search``); after the passages, answer right."""
+
+    def write(context):
+        row = next(r for r in rows if r["question"] in context)
+        if "<information>" not in assistant_part(context):
+            return f"<think> I need to search. </think>\n<search> {row['question']} </search>{after_search}"
+        return f"<think> Found it. </think>\n<answer> {row['answer']} </answer>"
+
+    return write
+
+
 # What the model writes after </search> → (the token that completes the stop, how the observation opens).
 TAILS = {
     "blank line": ("\n\n<think> more", 1339, "<information>"),
@@ -76,13 +88,7 @@ def test_stop_token_that_carries_text_after_search(qwen_model_dir, qwen_tokenize
     after, stop_token, opening = TAILS[case]
     rows = load_questions(sample_world, 3)
 
-    def write(context):
-        row = next(r for r in rows if r["question"] in context)
-        if "<information>" not in assistant_part(context):
-            return f"<think> I need to search. </think>\n<search> {row['question']} </search>{after}"
-        return f"<think> Found it. </think>\n<answer> {row['answer']} </answer>"
-
-    llm = PolicyServer(EngineLikePolicy(tok, write))
+    llm = PolicyServer(EngineLikePolicy(tok, search_then_answer(rows, after)))
     out = run_agent_loop_batch(trainer_config(qwen_model_dir, bm25_server), llm, rows)
     first_prompt = tok.decode(llm.calls[0]["prompt_ids"])
     assert first_prompt.startswith("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud.")  # Qwen2.5's template
@@ -169,13 +175,7 @@ def test_qwen3_search_r1_loop_keeps_its_thinking_in_context(qwen3_model_dir, qwe
     tok = qwen3_tokenizer
     rows = load_questions(sample_world, 2)
 
-    def write(context):
-        row = next(r for r in rows if r["question"] in context)
-        if "<information>" not in assistant_part(context):
-            return f"<think> I need to search. </think>\n<search> {row['question']} </search>\n\n"
-        return f"<think> Found it. </think>\n<answer> {row['answer']} </answer>"
-
-    llm = PolicyServer(EngineLikePolicy(tok, write))
+    llm = PolicyServer(EngineLikePolicy(tok, search_then_answer(rows, "\n\n")))
     kwargs = f"+data.apply_chat_template_kwargs.enable_thinking={str(thinking).lower()}"
     out = run_agent_loop_batch(trainer_config(qwen3_model_dir, bm25_server, kwargs), llm, rows)
     first_prompt = tok.decode(llm.calls[0]["prompt_ids"])

@@ -232,7 +232,7 @@ def test_lora_grpo_steps_reach_the_rollout_as_adapters(protocol_model, train_dat
         "trainer.save_freq=-1",
         variants=("cpu", "lora"),
     )
-    assert "peft" in run.log_path.read_text().lower() or "lora" in run.log_path.read_text().lower()
+    assert re.search(r"hf rollout: LoRA adapters applied to \d+ weights \(rank 8\)", run.log), run.tail()
     first, second = run.step(1), run.step(2)
     assert finite(second["actor/grad_norm"]) and second["actor/grad_norm"] > 0
     assert first["training/rollout_probs_diff_max"] < 1e-3

@@ -71,6 +71,7 @@ class HFRolloutServer:
         self._worker: Optional[asyncio.Task] = None
         self.weight_versions = 0
         self.lora_base: dict[str, torch.Tensor] = {}  # un-adapted weights of LoRA-adapted layers (lora_weights)
+        self.lora_announced = False
 
     # --- generation -------------------------------------------------------------------------
     async def generate(self, prompt_ids: list[int], sampling_params: dict[str, Any], request_id: str, **_: Any) -> TokenOutput:
@@ -120,6 +121,9 @@ class HFRolloutServer:
                     if name in own and name not in self.lora_base:  # the un-adapted weight, kept before the first merge
                         self.lora_base[name] = own[name].detach().clone()
                 state = merged_weights(state, self.lora_base, peft_config)
+                if not self.lora_announced:  # once, so a run's log says the adapters arrived
+                    self.lora_announced = True
+                    print(f"hf rollout: LoRA adapters applied to {len(state)} weights (rank {peft_config.get('r')})", flush=True)
             else:
                 state = base_names(state)
                 self.lora_base.update({k: v.detach().clone() for k, v in state.items() if k in self.lora_base})
