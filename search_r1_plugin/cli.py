@@ -175,8 +175,12 @@ def _train(args: argparse.Namespace, passthrough: list[str]) -> int:
         env.setdefault("VERL_PLATFORM", "cpu")  # the driver loads the CPU platform before verl's engines
     from search_r1_plugin.presets import compose
 
-    cfg = compose(algo, model, variants, overrides)
-    if cfg.search_r1.health.mode != "rollback":
+    try:  # only to see whether the guard may roll back; main_ppo itself reports a bad config
+        cfg = compose(algo, model, variants, [o for o in overrides if not o.startswith("-")])
+        rollback = cfg.search_r1.health.mode == "rollback"
+    except Exception:  # noqa: BLE001
+        rollback = False
+    if not rollback:
         return subprocess.call(command, env=env)
     from search_r1_plugin.rollback import run_supervised, without_resume_overrides
 

@@ -144,3 +144,36 @@ def test_rollback_supervisor_restores_the_weights_behind_the_last_healthy_rollou
     # a run that fails for another reason is not restarted
     assert run_supervised(lambda e: (2, ["Traceback"]), checkpoint_dir=tmp_path, lr=1.0, max_rollbacks=2) == 2
     assert without_resume_overrides(["a=1", "trainer.resume_mode=auto", "+actor_rollout_ref.actor.optim.lr=3"]) == ["a=1"]
+
+
+def test_search_r1_train_supervises_main_ppo_in_rollback_mode(tmp_path, monkeypatch, capsys):
+    """The CLI wiring: main_ppo's output is read for the guard's line, and main_ppo starts again with the
+    resume overrides (a stand-in process plays main_ppo: the real one is in test_train_main_ppo.py)."""
+    import argparse
+    import io
+
+    from search_r1_plugin import cli
+    from search_r1_plugin.rollback import rollback_marker
+
+    (tmp_path / "global_step_1").mkdir()
+    commands = []
+
+    class FakeMainPPO:
+        def __init__(self, command, **kwargs):
+            commands.append(command)
+            first = len(commands) == 1
+            self.stdout = io.StringIO(f"step 1\n{rollback_marker(2, 0.5)}\n" if first else "done\n")
+            self.code = 1 if first else 0
+
+        def wait(self):
+            return self.code
+
+    monkeypatch.setattr(cli.subprocess, "Popen", FakeMainPPO)
+    words = ["grpo", "cpu", "search_r1.health.mode=rollback", f"trainer.default_local_dir={tmp_path}"]
+    words.append("actor_rollout_ref.actor.optim.lr=2e-4")
+    assert cli._train(argparse.Namespace(preset=words, print_command=False), []) == 0
+    assert len(commands) == 2 and "actor_rollout_ref.actor.optim.lr=2e-4" in commands[0]
+    again = commands[1]
+    assert f"trainer.resume_from_path={tmp_path / 'global_step_1'}" in again and "actor_rollout_ref.actor.optim.lr=0.0001" in again
+    assert "actor_rollout_ref.actor.optim.lr=2e-4" not in again  # Hydra refuses a key given twice
+    assert "search_r1 rollback 1/2" in capsys.readouterr().out
