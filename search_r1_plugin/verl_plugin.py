@@ -5,8 +5,9 @@ imports few and ``search-r1 doctor`` re-imports it to surface any failure.
 
 Registered:
 * agent loop ``search_r1`` (:mod:`search_r1_plugin.agent_loop`);
-* the presets' OmegaConf resolvers ``search_r1_div`` and ``search_r1_check``
-  (:mod:`search_r1_plugin.config`). Hydra registers them in the driver when it reads the
+* the presets' OmegaConf resolvers (``search_r1_run_identity``, ``search_r1_experiment``,
+  ``search_r1_response_budget``, ``search_r1_context_length``, ``search_r1_div``, ``search_r1_check``:
+  :mod:`search_r1_plugin.config`). Hydra registers them in the driver when it reads the
   presets, but ``main_ppo`` resolves the config again in Ray's TaskRunner process, which only
   ran ``import verl``: without this import every preset run would stop there with
   "Unsupported interpolation type";

@@ -1,7 +1,7 @@
 """verl's own trainer on CPU: platform ``cpu``, FSDP engines for it, and rollout ``hf``.
 
 Loaded by the plugin entry point only when ``VERL_PLATFORM=cpu``, so nothing here is ever
-active on a GPU machine. ``+search_r1=cpu`` (config group ``search_r1``) sets every override
+active on a GPU machine. ``search_r1_variant=[cpu]`` (config group ``search_r1_variant``) sets every override
 the trainer needs; see ``docs/cpu_training.md``. The few places where verl 0.9.1 has no hook
 are listed, each with the upstream patch it stands for, in ``docs/upstream.md``.
 """
