@@ -91,7 +91,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _robustness(args: argparse.Namespace) -> int:
     from search_r1_plugin.evaluation.backends import load_policy
     from search_r1_plugin.evaluation.html_report import write_eval_report
-    from search_r1_plugin.evaluation.robustness import plot_robustness
+    from search_r1_plugin.evaluation.plots import noise_curves
 
     levels = [float(p) for p in args.noise_levels.split(",")]
     gen = load_policy(args.model, args.backend, args.temperature)
@@ -103,7 +103,7 @@ def _robustness(args: argparse.Namespace) -> int:
             scores = result["scores"]
             curves.setdefault(method, []).append(sum(s["em"] for s in scores.values()) / len(scores))
             print(f"{method} noise {p:g}: EM {curves[method][-1]:.3f}", flush=True)
-    path = plot_robustness(levels, curves, Path(args.output_dir) / "robustness.png", title=Path(args.model).name)
+    path = noise_curves(Path(args.output_dir) / "robustness.png", levels, curves, title=Path(args.model).name)
     for method in curves:  # each level's page shows the whole curve
         for p in levels:
             level_dir = Path(args.output_dir) / f"{method}_noise{p:g}"
@@ -182,18 +182,19 @@ def _train(args: argparse.Namespace, passthrough: list[str]) -> int:
         rollback = False
     if not rollback:
         return subprocess.call(command, env=env)
-    from search_r1_plugin.rollback import run_supervised, without_resume_overrides
+    from search_r1_plugin.rollback import MARKER, run_supervised, without_resume_overrides
 
     def launch(extra: list[str]) -> tuple[int, list[str]]:
         again = main_ppo_command(algo, model, variants, [*without_resume_overrides(overrides), *extra]) if extra else command
         if extra:
             print("python " + " ".join(again[1:]), flush=True)
         proc = subprocess.Popen(again, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        lines = []
-        for line in proc.stdout:  # shown as it comes; the guard's rollback line is read from it
+        markers = []  # a run's output is shown as it comes; only the guard's rollback line is kept
+        for line in proc.stdout:
             sys.stdout.write(line)
-            lines.append(line)
-        return proc.wait(), lines
+            if MARKER in line:
+                markers.append(line)
+        return proc.wait(), markers
 
     return run_supervised(
         launch,

@@ -151,8 +151,9 @@ def turn_cut_stops(text: str, turn_cut: str) -> tuple[str, ...]:
     return STOP_STRINGS
 
 
-def _document_contents(item: Mapping[str, Any]) -> str:
-    # return_scores=true gives {"document": {...}, "score": x}; false gives the document itself.
+def document_contents(item: Mapping[str, Any]) -> str:
+    """The passage text of one ``/retrieve`` result (``"title"\ntext``): return_scores=true gives
+    ``{"document": {...}, "score": x}``, false gives the document itself."""
     doc = item.get("document", item)
     contents = doc.get("contents")
     if contents is None:  # some corpora store title/text separately
@@ -164,7 +165,7 @@ def format_docs(results: Sequence[Mapping[str, Any]]) -> str:
     """The original ``_passages2string``: ``Doc {i}(Title: {title}) {text}\\n`` per document."""
     out = []
     for idx, item in enumerate(results):
-        content = _document_contents(item)
+        content = document_contents(item)
         lines = content.split("\n")
         title, text = lines[0], "\n".join(lines[1:])
         out.append(f"Doc {idx + 1}(Title: {title}) {text}\n")

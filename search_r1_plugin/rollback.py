@@ -33,7 +33,7 @@ RESUME_KEYS = (
     "actor_rollout_ref.actor.checkpoint.load_contents",
 )
 
-# launch(extra_overrides) -> (exit code, the run's output lines)
+# launch(extra_overrides) -> (exit code, output lines of the run: at least those holding the guard's MARKER)
 Launch = Callable[[list[str]], tuple[int, Sequence[str]]]
 
 

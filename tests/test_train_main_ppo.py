@@ -286,8 +286,8 @@ def test_health_guard_rolls_back_with_a_lower_learning_rate(protocol_model, trai
     """mode rollback, through main_ppo three times. A healthy run (lr 1e-4) saves steps 1-2; the supervised run
     resumes it with lr 1.0 (weights only, so the new rate applies), update 3 wrecks the model, step 4's rollouts
     trip the guard, and the supervisor restarts from global_step_2 (the weights behind step 3, the last healthy
-    rollouts) with half the rate. verl's own metrics of that run show 0.5: neither the wrecking 1.0 nor the
-    1e-4 that global_step_2's optimizer and scheduler state hold (docs/upstream.md #9)."""
+    rollouts) with half the rate. verl's own metrics of that run show 0.5, the new rate: it resumes the weights
+    only, since verl would load global_step_2's optimizer and scheduler state (lr 1e-4) over it (docs/upstream.md #9)."""
     from search_r1_plugin.rollback import LOAD_WEIGHTS_ONLY, run_supervised
 
     common = ["trainer.save_freq=1", "trainer.test_freq=-1", "search_r1.health.mode=rollback", "search_r1.health.warmup_steps=1"]

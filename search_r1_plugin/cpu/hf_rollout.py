@@ -28,7 +28,7 @@ from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, RolloutReplicaRegistry, TokenOutput
 
 from search_r1_plugin.cpu.hf_generation import HFGenerator, SamplingRequest
-from search_r1_plugin.cpu.lora_weights import base_names, is_adapter_update, merged_weights
+from search_r1_plugin.cpu.lora_weights import adapted_weights, base_names, is_adapter_update, merged_weights
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class HFRolloutServer:
         own = self.model.state_dict()
         if peft_config is not None:
             if is_adapter_update(state):
-                for name in {n.removeprefix("base_model.model.").rpartition(".lora_")[0] + ".weight" for n in state}:
+                for name in adapted_weights(state):
                     if name in own and name not in self.lora_base:  # the un-adapted weight, kept before the first merge
                         self.lora_base[name] = own[name].detach().clone()
                 state = merged_weights(state, self.lora_base, peft_config)

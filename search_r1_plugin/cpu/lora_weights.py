@@ -22,6 +22,17 @@ def is_adapter_update(state: Mapping[str, torch.Tensor]) -> bool:
     return any(".lora_A." in name for name in state)
 
 
+def _split(name: str) -> tuple[str, str]:
+    """``base_model.model.<module>.lora_A.weight`` → (``<module>``, ``A.weight``); ("", "") if not an adapter."""
+    module, sep, part = name.removeprefix(_PEFT_PREFIX).rpartition(".lora_")
+    return (module, part) if sep else ("", "")
+
+
+def adapted_weights(adapters: Mapping[str, torch.Tensor]) -> set[str]:
+    """The model weights (``<module>.weight``) an adapter update changes."""
+    return {f"{module}.weight" for module, _ in map(_split, adapters) if module}
+
+
 def base_names(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A base-weight sync under LoRA names the adapted layers ``….base_layer.weight``: the model's own names."""
     return {name.removeprefix(_PEFT_PREFIX).replace(".base_layer.", "."): t for name, t in state.items()}
@@ -40,8 +51,8 @@ def merged_weights(
     scale = lora_scale(peft_config)
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     for name, tensor in adapters.items():
-        module, sep, part = name.removeprefix(_PEFT_PREFIX).rpartition(".lora_")
-        if not sep or part not in ("A.weight", "B.weight"):
+        module, part = _split(name)
+        if part not in ("A.weight", "B.weight"):
             raise KeyError(f"not a LoRA adapter weight: {name!r}")
         pairs.setdefault(module, {})[part[0]] = tensor
     out = {}

@@ -24,13 +24,6 @@ from search_r1_plugin.reward import normalize_answer
 LABELS = ("correct", "format_failure", "no_search", "retrieval_miss", "reading_miss")
 
 
-def passage_text(item: Mapping[str, Any]) -> str:
-    doc = item.get("document", item)
-    if "contents" in doc:
-        return str(doc["contents"])
-    return f"{doc.get('title', '')}\n{doc.get('text', '')}"
-
-
 def gold_in(passages: Iterable[str], golds: Sequence[str], rule: str = "em") -> bool:
     """Whether a normalised gold answer occurs in a normalised passage (``em``: as whole words; ``sub``: anywhere)."""
     norm_golds = [g for g in (normalize_answer(x) for x in golds) if g]

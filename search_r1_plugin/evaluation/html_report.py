@@ -15,17 +15,14 @@ import json
 from pathlib import Path
 
 from search_r1_plugin.evaluation.attribution import LABELS
+from search_r1_plugin.evaluation.plots import pyplot
 from search_r1_plugin.trajectory_html import STYLE, render_trajectory
 
 COLORS = {"correct": "#4c9a4c", "format_failure": "#999999", "no_search": "#c9a227", "retrieval_miss": "#c0504d", "reading_miss": "#4f81bd"}
 
 
 def breakdown_png(scores: dict) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = [n for n in scores if scores[n].get("failures")]
     fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(names) + 2), 3.5))
     bottom = [0.0] * len(names)

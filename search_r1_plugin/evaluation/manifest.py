@@ -46,17 +46,17 @@ def questions_fingerprint(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {"n": len(rows), "sha256": sha256_of(payload.encode())}
 
 
-def server_health(url: Optional[str]) -> Optional[dict[str, Any]]:
-    """What the retrieval server says about itself (``/health``, next to ``/retrieve``); None if unreachable."""
-    if not url:
-        return None
-    import urllib.request
+def server_description(url: Optional[str]) -> dict[str, Any]:
+    """What the (first) retrieval server says about itself on ``/health``; nothing if it is unreachable."""
+    from search_r1_plugin.errors import RetrievalError
+    from search_r1_plugin.retrieval_client import server_health, split_urls
 
+    if not url:
+        return {}
     try:
-        with urllib.request.urlopen(url.rsplit("/retrieve", 1)[0] + "/health", timeout=5) as r:
-            body = json.loads(r.read())
-    except (OSError, ValueError):
-        return None
+        body = server_health(split_urls(url)[0], timeout_s=5)
+    except RetrievalError:
+        return {}
     out = {"documents": body.get("documents"), "description": body.get("retriever")}
     return {k: v for k, v in out.items() if v is not None}
 
@@ -81,7 +81,6 @@ def code_versions() -> dict[str, Optional[str]]:
 def build_manifest(
     *, method: str, datasets, questions, limit, config, retrieval, response_length: int, retriever_url: Optional[str], extra=None
 ) -> dict[str, Any]:
-    health = server_health(retriever_url)
     manifest = {
         "method": method,
         "datasets": [list(d) for d in datasets],
@@ -96,7 +95,7 @@ def build_manifest(
             "response_length": response_length,
         },
         "retrieval": retrieval.as_dict(),
-        "retriever": {"url": retriever_url, **(health or {})},
+        "retriever": {"url": retriever_url, **server_description(retriever_url)},
         "versions": code_versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -154,24 +153,7 @@ def compare(run_dirs: Sequence[str | Path], plot_path: Optional[str | Path] = No
             values = ", ".join(f"{label}={json.dumps(f.get(key))}" for label, f in flat)
             warnings.append(f"not comparable: {key} differs ({values})")
     if plot_path:
-        _plot(runs, names, Path(plot_path))
+        from search_r1_plugin.evaluation.plots import grouped_bars
+
+        grouped_bars(Path(plot_path), names, {label: [s.get(n, {}).get("em", float("nan")) for n in names] for label, s, _ in runs})
     return md, warnings
-
-
-def _plot(runs, names: list[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(names)), 3.5))
-    width = 0.8 / max(len(runs), 1)
-    for i, (label, scores, _) in enumerate(runs):
-        ax.bar([x + i * width for x in range(len(names))], [scores.get(n, {}).get("em", float("nan")) for n in names], width, label=label)
-    ax.set_xticks([x + width * (len(runs) - 1) / 2 for x in range(len(names))], names, rotation=20)
-    ax.set_ylabel("exact match")
-    ax.set_ylim(0, 1)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -20,10 +20,12 @@ from typing import Any, Optional
 
 from tqdm import tqdm
 
-from search_r1_plugin.evaluation.attribution import attribute, breakdown, breakdown_table, passage_text
+from search_r1_plugin.evaluation.attribution import attribute, breakdown, breakdown_table
 from search_r1_plugin.evaluation.html_report import write_eval_report
 from search_r1_plugin.evaluation.methods import METHODS, PAPER_METHOD_NAMES, MethodContext
+from search_r1_plugin.evaluation.plots import grouped_bars
 from search_r1_plugin.evaluation.retrievers import Recorder, RetrievalOptions
+from search_r1_plugin.protocol import document_contents
 from search_r1_plugin.qa_data import read_dataset
 from search_r1_plugin.reward import compute_score
 
@@ -63,7 +65,7 @@ async def run_dataset(method: str, name: str, rows: list[dict], ctx: MethodConte
         async with sem:
             result = await fn(row["question"], dataclasses.replace(ctx, retrieve=recorder))
         scores = score(name, result, row["golden_answers"])
-        read = [[passage_text(item) for item in call["results"]] for call in recorder.calls]
+        read = [[document_contents(item) for item in call["results"]] for call in recorder.calls]
         line = {
             "id": row["id"],
             "question": row["question"],
@@ -131,34 +133,12 @@ def paper_row(model: Optional[str], method: str, variant: str) -> Optional[dict[
 
 
 def plot(out_dir: Path, label: str, scores: dict[str, dict[str, float]], paper: Optional[dict[str, float]]) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """``comparison.png``: EM per dataset and on average, against the paper's row when there is one."""
     names = list(scores)
-    ours = [scores[n]["em"] for n in names] + [sum(scores[n]["em"] for n in names) / len(names)]
-    labels = names + ["avg"]
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(labels)), 3.5))
-    width = 0.4
-    xs = range(len(labels))
-    ax.bar([x - width / 2 for x in xs], ours, width, label=label)
+    series = {label: [scores[n]["em"] for n in names] + [sum(scores[n]["em"] for n in names) / len(names)]}
     if paper:
-        ax.bar(
-            [x + width / 2 for x in xs],
-            [paper.get(n, float("nan")) for n in names] + [paper.get("avg", float("nan"))],
-            width,
-            label="paper",
-        )
-    ax.set_xticks(list(xs), labels, rotation=20)
-    ax.set_ylabel("exact match")
-    ax.set_ylim(0, 1)
-    ax.legend()
-    fig.tight_layout()
-    path = out_dir / "comparison.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+        series["paper"] = [paper.get(n, float("nan")) for n in names] + [paper.get("avg", float("nan"))]
+    return grouped_bars(out_dir / "comparison.png", [*names, "avg"], series)
 
 
 async def evaluate(
@@ -199,16 +179,16 @@ async def evaluate(
         fallback_client = client_from_config(dataclasses.replace(config, retriever_url=options.replay_fallback))
     fallback = fallback_client.search if fallback_client else None
     budget = response_budget(config.max_turns, config.max_turn_tokens, config.max_obs_length)  # as training computes it
-    ctx = MethodContext(generate=generate, tokenizer=tokenizer, retrieve=options.retriever(client.search, fallback), config=config)
-    ctx = dataclasses.replace(ctx, response_length=budget)
+    retrieve = options.retriever(client.search, fallback)
+    ctx = MethodContext(generate=generate, tokenizer=tokenizer, retrieve=retrieve, config=config, response_length=budget)
     expected = {}
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = {}
+    questions = {}
     try:
         for name, split in datasets:
             rows = load_questions(name, split, local_dir, limit)
             expected[name] = len(rows)
-            files[name] = rows
+            questions[name] = rows
             await run_dataset(method, name, rows, ctx, out_dir / "trajectories" / f"{name}.jsonl", concurrency)
     finally:
         await client.close()
@@ -217,7 +197,7 @@ async def evaluate(
     scores = aggregate(out_dir, datasets, expected)
     (out_dir / "scores.json").write_text(json.dumps(scores, indent=2))
     info = build_manifest(
-        method=method, datasets=datasets, questions=files, limit=limit, config=config, retrieval=options, response_length=budget,
+        method=method, datasets=datasets, questions=questions, limit=limit, config=config, retrieval=options, response_length=budget,
         retriever_url=None if options.replay else retriever_url, extra=manifest,
     )  # fmt: skip
     (out_dir / "manifest.json").write_text(json.dumps(info, indent=2))

@@ -15,7 +15,6 @@ from pathlib import Path
 # Qwen2's pre-tokenizer (tokenizer.json of Qwen/Qwen2.5-*): digits one at a time, punctuation with the
 # line breaks that follow it.
 QWEN2_PATTERN = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-QWEN2_REGULAR_TOKENS = 151_643
 # Qwen2.5's added tokens, in id order from 151643.
 QWEN2_5_SPECIAL_TOKENS = (
     "<|endoftext|>",
