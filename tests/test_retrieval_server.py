@@ -705,3 +705,13 @@ def test_sharded_ivfpq_with_rerank_served_equals_flat(approximate_shards, dense_
     for a, b in zip(got, want):
         assert [d["document"]["id"] for d in a] == [d["document"]["id"] for d in b]
         assert np.allclose([d["score"] for d in a], [d["score"] for d in b], atol=1e-4)
+
+
+def test_the_sandbox_builds_an_index_under_a_path_with_spaces(sample_world, minilm_path, tmp_path):
+    """The README's main command builds its index through this; a checkout in "My Projects/…" must work."""
+    from search_r1_plugin.sandbox.server_process import build_index
+
+    out = tmp_path / "a folder with spaces" / "index"
+    args = ["--corpus", str(sample_world["corpus"]), "--encoder", minilm_path, "--index-type", "Flat", "--out", str(out)]
+    index = build_index(args, tmp_path / "build.log")
+    assert index.is_file() and index.parent == out

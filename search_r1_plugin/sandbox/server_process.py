@@ -28,10 +28,16 @@ def build_index(args: Sequence[str], log_path: str | Path) -> Path:
             [sys.executable, "-m", "retrieval_server", "build-index", *args], stdout=log, stderr=subprocess.STDOUT, env=env
         )
     text = log_path.read_text()
-    built = re.search(r"^built (\S+) — ", text, re.MULTILINE)
+    built = built_index_path(text)
     if code != 0 or built is None:
         raise RuntimeError(f"build-index exited with code {code}:\n{text[-3000:]}")
-    return Path(built.group(1))
+    return built
+
+
+def built_index_path(log_text: str) -> Path | None:
+    """The index path of the builder's ``built <path> — <summary>`` line (a path may hold spaces)."""
+    built = re.search(r"^built (.+?) — ", log_text, re.MULTILINE)
+    return Path(built.group(1)) if built else None
 
 
 def free_port() -> int:
