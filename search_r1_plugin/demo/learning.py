@@ -374,7 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--val-every", type=int, default=10)
     p.add_argument(
-        "--train-datasets", default=",".join(TRAIN_DATASETS), help=f"what the arms train on (comma-separated, from {','.join(DATASETS)}); all are validated"
+        "--train-datasets",
+        default=",".join(TRAIN_DATASETS),
+        help=f"what the arms train on (comma-separated, from {','.join(DATASETS)}); all are validated",
     )
     p.add_argument("--out", type=Path, default=Path("runs/learn"))
     p.add_argument("--warm-start-steps", type=int, default=WARM_START_STEPS, help="second phase (format demonstrations)")
@@ -383,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=1800, help="seconds before one arm's main_ppo is stopped")
     p.add_argument("overrides", nargs="*", help="extra main_ppo overrides for every arm")
     args = p.parse_args(argv)
-    unknown = [a for a in args.arms.split(",") if a and a not in ARMS] + [d for d in args.train_datasets.split(",") if d and d not in DATASETS]
+    unknown = [a for a in args.arms.split(",") if a and a not in ARMS]
+    unknown += [d for d in args.train_datasets.split(",") if d and d not in DATASETS]
     if unknown:
         p.error(f"unknown arm or dataset: {', '.join(unknown)} (arms: {', '.join(ARMS)}; datasets: {', '.join(DATASETS)})")
     arms = [ARMS[a] for a in args.arms.split(",") if a]
