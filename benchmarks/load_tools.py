@@ -89,7 +89,7 @@ def padded_flat_index(corpus: Path, encoder_path: str, vectors: int, out: Path, 
     out.mkdir(parents=True, exist_ok=True)
     rows = [orjson.loads(line) for line in corpus.read_bytes().splitlines() if line.strip()]
     encoder = Encoder(encoder_path)
-    real = encoder.encode([r["contents"] for r in rows], is_query=False).astype(np.float32)
+    real = encoder.encode([r["contents"] for r in rows], is_query=False, batch_size=64).astype(np.float32)
     rng = np.random.default_rng(0)
     emb = np.empty((max(vectors, len(rows)), real.shape[1]), dtype=np.float32)
     emb[: len(rows)] = real

@@ -19,10 +19,10 @@ import os
 import socket
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -33,7 +33,9 @@ except ImportError:  # pragma: no cover
     FastJSONResponse = JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
+from retrieval_server.backend import Backend, build_backend
 from retrieval_server.batcher import MicroBatcher, Overloaded
+from retrieval_server.config import ServeConfig
 from retrieval_server.guard import RequestGuard, bearer_token_ok
 from retrieval_server.limits import Limits
 from retrieval_server.metrics import CONTENT_TYPE, ServerMetrics
@@ -69,15 +71,131 @@ class RetrieveResponse(BaseModel):
 
 
 @dataclass
-class Backend:
-    """What the loader returns: ``search(queries, k) -> (scores, hits)``, both ``len(queries) × k``, and
-    ``document(hit) -> dict | None``. Hits are corpus row ids for our retrievers (-1: no hit) and the
-    documents themselves for FlashRAG; ``None`` means "no hit here" and is left out of the response."""
+class ServerState:
+    """Everything the routes share, on ``app.state.server``: the limits, the key, the metrics, and the
+    retriever once it has loaded (``status``: loading → ready, or failed with ``error``)."""
 
-    search: Callable
-    document: Callable[[Any], Optional[dict[str, Any]]]
-    size: int
-    description: str
+    limits: Limits
+    api_key: Optional[str]
+    batching: bool
+    metrics: ServerMetrics = field(default_factory=ServerMetrics)
+    status: str = "loading"
+    backend: Optional[Backend] = None
+    batcher: Optional[MicroBatcher] = None
+    error: Optional[str] = None
+
+    async def load(self, loader: Callable[[], Backend]) -> None:
+        try:
+            backend = await asyncio.get_running_loop().run_in_executor(None, loader)
+        except Exception as exc:  # report on /health rather than dying silently
+            logger.exception("loading the retriever failed")
+            self.status, self.error = "failed", repr(exc)
+            return
+        self.batcher = MicroBatcher(
+            backend.search,
+            max_batch=self.limits.max_batch,
+            max_wait_ms=self.limits.max_wait_ms,
+            batching=self.batching,
+            on_batch=self.metrics.observe_batch,
+            max_queued=self.limits.max_queued,
+            on_queue=self.metrics.queue_depth.set,
+        )
+        self.batcher.start()
+        self.backend, self.status = backend, "ready"
+        logger.info("retriever ready: %s", backend.description)
+
+    def authorized(self, request: Request) -> bool:
+        return bearer_token_ok({k.lower(): v for k, v in request.headers.items()}, self.api_key)
+
+    def reject(self, field_name: str, message: str) -> HTTPException:
+        self.metrics.reject("invalid")
+        return HTTPException(status_code=422, detail=[{"loc": ["body", field_name], "msg": message}])
+
+
+def _server(request: Request) -> ServerState:
+    return request.app.state.server
+
+
+router = APIRouter()
+
+
+@router.get("/health")
+async def health(request: Request) -> JSONResponse:
+    server = _server(request)
+    body: dict[str, Any] = {"status": server.status}
+    code = 200 if server.status == "ready" else 503
+    if not server.authorized(request):  # liveness/readiness only; details (paths, model, device) need the key
+        return JSONResponse(body, status_code=code)
+    if server.backend is not None:
+        body.update(documents=server.backend.size, retriever=server.backend.description)
+    body["instance"] = f"{socket.gethostname()}:{os.getpid()}"  # which process (replica) answered
+    if server.error:
+        body["error"] = server.error
+    return JSONResponse(body, status_code=code)
+
+
+@router.get("/metrics")
+async def prometheus(request: Request) -> Response:  # behind the key when there is one (the guard)
+    return Response(_server(request).metrics.render(), media_type=CONTENT_TYPE)
+
+
+@router.post("/retrieve", response_model=None, responses={200: {"model": RetrieveResponse}})
+async def retrieve(req: RetrieveRequest, request: Request) -> JSONResponse:
+    server = _server(request)
+    limits, metrics = server.limits, server.metrics
+    if server.status != "ready":
+        raise HTTPException(status_code=503, detail=f"retriever is {server.status}")
+    if not req.queries:  # a turn in which no trajectory searched: the original answers, so do we
+        return FastJSONResponse({"result": []})
+    if len(req.queries) > limits.max_queries:
+        raise server.reject("queries", f"at most {limits.max_queries} queries per request, got {len(req.queries)}")
+    queries = [q[: limits.max_query_chars] for q in req.queries]
+    metrics.truncated_queries.inc(sum(len(q) > limits.max_query_chars for q in req.queries))
+    k = limits.default_topk if req.topk is None or req.topk <= 0 else req.topk
+    if k > limits.max_topk:
+        raise server.reject("topk", f"must be at most {limits.max_topk}, got {k}")
+    t0 = time.perf_counter()
+    try:
+        scores, ids = await server.batcher.submit(queries, k)
+    except Overloaded as exc:
+        metrics.reject("overloaded")
+        return JSONResponse({"detail": f"server busy: {exc}"}, status_code=429, headers={"Retry-After": f"{exc.retry_after_s:.0f}"})
+    except Exception as exc:
+        metrics.errors.inc()
+        logger.exception("retrieval failed")
+        raise HTTPException(status_code=500, detail=f"retrieval failed: {exc!r}")
+    document = server.backend.document
+    result = []
+    for row_scores, row_ids in zip(scores, ids):
+        docs = []
+        for s, hit in zip(row_scores.tolist(), row_ids.tolist()):
+            doc = document(hit)
+            if doc is None:  # fewer hits than asked: never map -1 to a real passage
+                continue
+            docs.append({"document": doc, "score": float(s)} if req.return_scores else doc)
+        result.append(docs)
+    metrics.observe_request(len(req.queries), time.perf_counter() - t0)
+    return FastJSONResponse({"result": result})
+
+
+async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 naming the field; a NaN or infinite input value is echoed as text, since FastAPI's default
+    handler fails to serialise it and answers 500."""
+    _server(request).metrics.reject("invalid")
+
+    def finite(x: Any) -> Any:
+        if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
+            return repr(x)
+        if isinstance(x, dict):
+            return {k: finite(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [finite(v) for v in x]
+        return x
+
+    return JSONResponse({"detail": finite(jsonable_encoder(exc.errors(), custom_encoder={float: finite}))}, status_code=422)
+
+
+_REJECT_REASONS = {401: "unauthorized", 413: "too_large", 408: "slow_body", 400: "invalid"}
 
 
 def create_app(
@@ -85,8 +203,6 @@ def create_app(
     *,
     limits: Limits | None = None,
     api_key: str | None = None,
-    max_batch: int | None = None,
-    max_wait_ms: float | None = None,
     batching: bool = True,
     load_before_serving: bool = False,
 ) -> Any:
@@ -96,128 +212,44 @@ def create_app(
     ``load_before_serving``: then the app's startup waits for it and fails if it fails. A Ray Serve replica
     needs that, since Serve sends traffic to a replica as soon as its startup ends (a replica added by
     autoscaling or replacing a dead one would otherwise answer 503 while it loads)."""
-    limits = limits or Limits()
-    metrics = ServerMetrics()
-    state: dict[str, Any] = {"status": "loading", "backend": None, "batcher": None, "error": None}
-
-    async def load() -> None:
-        try:
-            backend = await asyncio.get_running_loop().run_in_executor(None, loader)
-        except Exception as exc:  # report on /health rather than dying silently
-            logger.exception("loading the retriever failed")
-            state.update(status="failed", error=repr(exc))
-            return
-        batcher = MicroBatcher(
-            backend.search,
-            max_batch=limits.max_batch if max_batch is None else max_batch,
-            max_wait_ms=limits.max_wait_ms if max_wait_ms is None else max_wait_ms,
-            batching=batching,
-            on_batch=metrics.observe_batch,
-            max_queued=limits.max_queued,
-            on_queue=metrics.queue_depth.set,
-        )
-        batcher.start()
-        state.update(status="ready", backend=backend, batcher=batcher)
-        logger.info("retriever ready: %s", backend.description)
+    server = ServerState(limits=limits or Limits(), api_key=api_key, batching=batching)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        task = asyncio.get_running_loop().create_task(load())
+        task = asyncio.get_running_loop().create_task(server.load(loader))
         if load_before_serving:
             await task
-            if state["status"] == "failed":
-                raise RuntimeError(f"loading the retriever failed: {state['error']}")
+            if server.status == "failed":
+                raise RuntimeError(f"loading the retriever failed: {server.error}")
         yield
         task.cancel()
-        if state["batcher"] is not None:
-            await state["batcher"].stop()
+        if server.batcher is not None:
+            await server.batcher.stop()
 
     # With a key, nothing but readiness is public: no API docs, no model/index details on /health.
     public_docs = {} if api_key is None else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(title="Search-R1 retrieval server", lifespan=lifespan, **public_docs)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
-        """422 naming the field; a NaN or infinite input value is echoed as text, since FastAPI's
-        default handler fails to serialise it and answers 500."""
-        metrics.reject("invalid")
-
-        def finite(x: Any) -> Any:
-            if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
-                return repr(x)
-            if isinstance(x, dict):
-                return {k: finite(v) for k, v in x.items()}
-            if isinstance(x, (list, tuple)):
-                return [finite(v) for v in x]
-            return x
-
-        return JSONResponse({"detail": finite(jsonable_encoder(exc.errors(), custom_encoder={float: finite}))}, status_code=422)
-
-    def authorized(request: Request) -> bool:
-        return bearer_token_ok({k.lower(): v for k, v in request.headers.items()}, api_key)
-
-    def reject(field: str, message: str) -> HTTPException:
-        metrics.reject("invalid")
-        return HTTPException(status_code=422, detail=[{"loc": ["body", field], "msg": message}])
-
-    @app.get("/health")
-    async def health(request: Request) -> JSONResponse:
-        backend = state["backend"]
-        body = {"status": state["status"]}
-        if not authorized(request):  # liveness/readiness only; details (paths, model, device) need the key
-            return JSONResponse(body, status_code=200 if state["status"] == "ready" else 503)
-        if backend is not None:
-            body.update(documents=backend.size, retriever=backend.description)
-        body["instance"] = f"{socket.gethostname()}:{os.getpid()}"  # which process (replica) answered
-        if state["error"]:
-            body["error"] = state["error"]
-        return JSONResponse(body, status_code=200 if state["status"] == "ready" else 503)
-
-    @app.get("/metrics")
-    async def prometheus() -> Response:  # behind the key when there is one (the guard)
-        return Response(metrics.render(), media_type=CONTENT_TYPE)
-
-    @app.post("/retrieve", response_model=None, responses={200: {"model": RetrieveResponse}})
-    async def retrieve(req: RetrieveRequest) -> JSONResponse:
-        if state["status"] != "ready":
-            raise HTTPException(status_code=503, detail=f"retriever is {state['status']}")
-        if not req.queries:  # a turn in which no trajectory searched: the original answers, so do we
-            return FastJSONResponse({"result": []})
-        if len(req.queries) > limits.max_queries:
-            raise reject("queries", f"at most {limits.max_queries} queries per request, got {len(req.queries)}")
-        queries = [q[: limits.max_query_chars] for q in req.queries]
-        metrics.truncated_queries.inc(sum(len(q) > limits.max_query_chars for q in req.queries))
-        k = limits.default_topk if req.topk is None or req.topk <= 0 else req.topk
-        if k > limits.max_topk:
-            raise reject("topk", f"must be at most {limits.max_topk}, got {k}")
-        t0 = time.perf_counter()
-        try:
-            scores, ids = await state["batcher"].submit(queries, k)
-        except Overloaded as exc:
-            metrics.reject("overloaded")
-            return JSONResponse({"detail": f"server busy: {exc}"}, status_code=429, headers={"Retry-After": f"{exc.retry_after_s:.0f}"})
-        except Exception as exc:
-            metrics.errors.inc()
-            logger.exception("retrieval failed")
-            raise HTTPException(status_code=500, detail=f"retrieval failed: {exc!r}")
-        backend: Backend = state["backend"]
-        result = []
-        for row_scores, row_ids in zip(scores, ids):
-            docs = []
-            for s, hit in zip(row_scores.tolist(), row_ids.tolist()):
-                doc = backend.document(hit)
-                if doc is None:  # fewer hits than asked: never map -1 to a real passage
-                    continue
-                docs.append({"document": doc, "score": float(s)} if req.return_scores else doc)
-            result.append(docs)
-        metrics.observe_request(len(req.queries), time.perf_counter() - t0)
-        return FastJSONResponse({"result": result})
-
-    reasons = {401: "unauthorized", 413: "too_large", 408: "slow_body", 400: "invalid"}
+    app.state.server = server
+    app.add_exception_handler(RequestValidationError, invalid_body)
+    app.include_router(router)
     return RequestGuard(
         app,
         api_key=api_key,
-        max_body_bytes=limits.max_body_bytes,
-        body_timeout_s=limits.body_timeout_s,
-        on_reject=lambda status: metrics.reject(reasons.get(status, str(status))),
+        max_body_bytes=server.limits.max_body_bytes,
+        body_timeout_s=server.limits.body_timeout_s,
+        on_reject=lambda status: server.metrics.reject(_REJECT_REASONS.get(status, str(status))),
+    )
+
+
+def serving_app(cfg: ServeConfig, *, load_before_serving: bool = False, index_factory: Callable[[], Any] | None = None) -> Any:
+    """The app for ``cfg``, its settings checked first (``serve`` runs it under uvicorn, each Ray Serve
+    replica under Serve); the retriever is built by :func:`~retrieval_server.backend.build_backend` once
+    the app runs. ``index_factory`` gives the index already at hand (the Ray shard deployments)."""
+    cfg.check()
+    return create_app(
+        lambda: build_backend(cfg, index_factory() if index_factory else None),
+        limits=cfg.limits,
+        api_key=cfg.resolve_api_key(),
+        batching=not cfg.no_batching,
+        load_before_serving=load_before_serving,
     )

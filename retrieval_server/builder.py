@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from retrieval_server.config import BuildConfig
 from retrieval_server.corpus import Corpus
 from retrieval_server.encoder import Encoder, method_name
 
@@ -36,7 +37,7 @@ class BuildSummary:
     bytes_on_disk: int
     seconds: float
     shards_reused: int
-    index_shards: int = 1  # index_path names them all, comma-separated, in id order
+    index_shards: int  # index_path names them all, comma-separated, in id order
 
     def __str__(self) -> str:
         return (
@@ -56,8 +57,8 @@ def encode_corpus(
     shard_dir: Path,
     out_path: Path,
     *,
-    shard_size: int = 10000,
-    batch_size: int = 64,
+    shard_size: int,
+    batch_size: int,
     limit: int | None = None,
 ) -> tuple[np.ndarray, int]:
     """All passage embeddings as a float32 memmap at ``out_path`` (N × dim, the original raw format).
@@ -106,22 +107,13 @@ def build_faiss(embeddings: np.ndarray, factory: str, *, train_size: int = 200_0
     return index
 
 
-def build_dense_index(
-    corpus_path: str | Path,
-    encoder_name: str,
-    out_dir: str | Path,
-    *,
-    index_type: str = "Flat",
-    shard_size: int = 10000,
-    batch_size: int = 64,
-    save_embedding: bool = False,
-    device: str | None = None,
-    dtype: str | None = None,
-    limit: int | None = None,
-    use_sentence_transformers: bool = False,
-    family: str | None = None,
-    index_shards: int = 1,
-) -> BuildSummary:
+def build_dense_index(corpus_path: str | Path, encoder_name: str, out_dir: str | Path, **options) -> BuildSummary:
+    """:func:`build_dense` from paths; ``options`` are the other fields of
+    :class:`~retrieval_server.config.BuildConfig` (``index_type``, ``shard_size``, ``index_shards``, …)."""
+    return build_dense(BuildConfig(corpus=str(corpus_path), encoder=str(encoder_name), out=str(out_dir), **options))
+
+
+def build_dense(cfg: BuildConfig) -> BuildSummary:
     """Encode the corpus (resumably, in shards on disk) and write the FAISS index, or ``index_shards``
     indexes over consecutive id ranges (``retrieval_server.shards``) for an index too big for one host."""
     import faiss
@@ -130,15 +122,19 @@ def build_dense_index(
     from retrieval_server.shards import shard_path, shard_ranges
 
     t0 = time.perf_counter()
-    out_dir = Path(out_dir)
+    out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    corpus = Corpus(corpus_path)
-    encoder = Encoder(encoder_name, device=device, dtype=dtype, use_sentence_transformers=use_sentence_transformers, family=family)
-    method = method_name(encoder_name)
+    corpus = Corpus(cfg.corpus)
+    encoder = Encoder(
+        cfg.encoder, device=cfg.device, dtype=cfg.dtype, use_sentence_transformers=cfg.sentence_transformers, family=cfg.encoder_family
+    )
+    batch_size = cfg.batch_size or (512 if encoder.device.startswith("cuda") else 64)
+    method = method_name(cfg.encoder)
     emb_path = out_dir / f"emb_{method}.memmap"
     emb, reused = encode_corpus(
-        corpus, encoder, out_dir / f"shards_{method}", emb_path, shard_size=shard_size, batch_size=batch_size, limit=limit
+        corpus, encoder, out_dir / f"shards_{method}", emb_path, shard_size=cfg.shard_size, batch_size=batch_size, limit=cfg.limit
     )
+    index_type, index_shards = cfg.index_type, cfg.index_shards
     path = out_dir / f"{method}_{faiss_type_name(index_type)}.index"
     n, dim = emb.shape
     if index_shards == 1:
@@ -152,7 +148,7 @@ def build_dense_index(
             faiss.write_index(build_faiss(emb[lo:hi], index_type), str(paths[-1]))
             write_meta(paths[-1], encoder)
     del emb
-    if save_embedding:
+    if cfg.save_embedding:
         write_meta(emb_path, encoder)
     else:
         emb_path.unlink()
@@ -161,10 +157,18 @@ def build_dense_index(
 
 
 def build_bm25_index(corpus_path: str | Path, out_dir: str | Path) -> BuildSummary:
-    from retrieval_server.index import build_bm25
+    """A ``bm25s`` index of the corpus in ``out_dir/bm25`` (tokenised as :class:`~retrieval_server.index.BM25Retriever`
+    tokenises queries)."""
+    import bm25s
+
+    from retrieval_server.index import make_stemmer
 
     t0 = time.perf_counter()
     corpus = Corpus(corpus_path)
-    path = build_bm25(list(tqdm(corpus.iter_contents(), total=len(corpus), desc="reading corpus")), Path(out_dir) / "bm25")
+    texts = list(tqdm(corpus.iter_contents(), total=len(corpus), desc="reading corpus"))
+    model = bm25s.BM25()
+    model.index(bm25s.tokenize(texts, stopwords="en", stemmer=make_stemmer(), show_progress=True), show_progress=True)
+    path = Path(out_dir) / "bm25"
+    model.save(str(path))
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    return BuildSummary(len(corpus), 0, "BM25", path, size, time.perf_counter() - t0, 0)
+    return BuildSummary(len(corpus), 0, "BM25", path, size, time.perf_counter() - t0, 0, 1)

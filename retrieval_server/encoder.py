@@ -177,7 +177,7 @@ class Encoder:
         self.dim = int(self.model.config.hidden_size)
         self._torch = torch
 
-    def encode(self, texts: Sequence[str], *, is_query: bool, batch_size: int = 64) -> np.ndarray:
+    def encode(self, texts: Sequence[str], *, is_query: bool, batch_size: int) -> np.ndarray:
         """``len(texts) × dim`` float32, L2-normalised."""
         prefix = self.query_prefix if is_query else self.passage_prefix
         texts = [prefix + t for t in texts]

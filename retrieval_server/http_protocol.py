@@ -21,6 +21,8 @@ import json
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from retrieval_server.limits import Limits
+
 
 def request_timeout_response(seconds: float) -> bytes:
     body = json.dumps({"detail": f"request headers not received within {seconds:g} s"}).encode()
@@ -31,7 +33,7 @@ def request_timeout_response(seconds: float) -> bytes:
 class HeaderDeadlineProtocol(HttpToolsProtocol):
     """:class:`HttpToolsProtocol` that answers 408 and closes when a request's head takes too long."""
 
-    header_timeout_s: float = 10.0
+    header_timeout_s: float = Limits.header_timeout_s
     _head_deadline: asyncio.TimerHandle | None = None
     _head_started = False  # bytes of the next request arrived since the deadline was armed
 

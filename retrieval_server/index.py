@@ -41,14 +41,19 @@ def load_faiss_index(
     nprobe: int | None = None,
     ef_search: int | None = None,
     rerank_embeddings: np.ndarray | None = None,
-    rerank_k: int = 100,
+    rerank_k: int | None = None,
 ):
     """Read a FAISS index (e.g. the original ``e5_Flat.index``), optionally sharded over all GPUs in fp16.
 
     Several paths, comma-separated in id order (the builder's ``--index-shards``), load as one
     :class:`~retrieval_server.shards.ShardedIndex` with an exact merge. With ``rerank_embeddings`` (all N
     vectors, e.g. the builder's ``emb_<method>.memmap``) every shard re-scores its own candidates from its
-    slice of them (:class:`RerankedIndex`), so the merge compares exact scores."""
+    slice of them (:class:`RerankedIndex`), so the merge compares exact scores; ``rerank_k`` candidates each
+    (default: the server's ``--rerank-k``)."""
+    if rerank_k is None:
+        from retrieval_server.config import ServeConfig
+
+        rerank_k = ServeConfig.model_fields["rerank_k"].default
     if "," in str(path):
         parts = [load_faiss_index(p, gpu=gpu, nprobe=nprobe, ef_search=ef_search) for p in str(path).split(",") if p]
         if rerank_embeddings is not None:
@@ -117,7 +122,7 @@ class RerankedIndex:
     shard re-ranks its own candidates from its own slice of the vectors (reads spread over the shards'
     hosts), and the exact merge then compares exact scores."""
 
-    def __init__(self, index, embeddings: np.ndarray, rerank_k: int = 100) -> None:
+    def __init__(self, index, embeddings: np.ndarray, rerank_k: int) -> None:
         if embeddings.shape != (index.ntotal, index.d):
             raise ValueError(f"re-rank embeddings have shape {embeddings.shape}, index has {index.ntotal} × {index.d}")
         self.index = index
@@ -152,7 +157,7 @@ class DenseRetriever:
 class TorchExactIndex:
     """Exact inner-product search as a (fp16 on GPU) matmul: the GPU backend without faiss-gpu."""
 
-    def __init__(self, embeddings: np.ndarray, device: str = "cpu", fp16: bool | None = None, block: int = 1 << 20):
+    def __init__(self, embeddings: np.ndarray, *, device: str, fp16: bool | None = None, block: int = 1 << 20):
         import torch
 
         self.torch = torch
@@ -217,17 +222,7 @@ class BM25Retriever:
 
 
 def make_stemmer():
+    """The stemmer of BM25 queries and of the index's documents (the builder's): they must be the same."""
     import Stemmer
 
     return Stemmer.Stemmer("english")
-
-
-def build_bm25(texts: Sequence[str], out_dir: str | Path) -> Path:
-    import bm25s
-
-    tokens = bm25s.tokenize(list(texts), stopwords="en", stemmer=make_stemmer(), show_progress=True)
-    model = bm25s.BM25()
-    model.index(tokens, show_progress=True)
-    out_dir = Path(out_dir)
-    model.save(str(out_dir))
-    return out_dir

@@ -59,7 +59,8 @@ def merge_topk(parts: Sequence[tuple[np.ndarray, np.ndarray]], offsets: Sequence
 
 
 class ShardedIndex:
-    """Several FAISS indexes over consecutive id ranges, searched as one (``search``, ``ntotal``, ``d``)."""
+    """Several indexes over consecutive id ranges, searched as one (``search``, ``ntotal``, ``d``): FAISS
+    files in this process, or shard deployments of Ray Serve (:class:`~retrieval_server.ray_serve.RemoteShard`)."""
 
     def __init__(self, shards: Sequence) -> None:
         if not shards:
@@ -73,4 +74,7 @@ class ShardedIndex:
         self.ntotal = sum(int(s.ntotal) for s in self.shards)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return merge_topk([s.search(queries, k) for s in self.shards], self.offsets, k)
+        # a shard served elsewhere (a Ray deployment) answers later: ask every one of them before waiting
+        pending = [s.start_search(queries, k) if hasattr(s, "start_search") else None for s in self.shards]
+        parts = [p.result() if p is not None else s.search(queries, k) for s, p in zip(self.shards, pending)]
+        return merge_topk(parts, self.offsets, k)

@@ -204,7 +204,7 @@ def _train(args: argparse.Namespace, passthrough: list[str]) -> int:
     )
 
 
-def _presets() -> int:
+def _presets(args: argparse.Namespace) -> int:
     from search_r1_plugin.presets import GROUPS, choices, describe
 
     for group in GROUPS:
@@ -218,40 +218,49 @@ def _presets() -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        if argv and argv[0] in DELEGATED:
-            importlib.import_module(DELEGATED[argv[0]][0]).main(argv[1:])
-            sys.exit(0)
-        if argv and argv[0] == "demo":
-            kind = next((k for k in ("scripted", "learn") if f"--{k}" in argv), "training")
-            rest = [a for a in argv[1:] if a != f"--{kind}"]
-            sys.exit(importlib.import_module(DEMOS[kind]).main(rest) or 0)
-        sys.exit(_dispatch(argv))
-    except SearchR1Error as exc:  # something the user can fix: one line; any other exception is a bug
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+def _delegate(module: str):
+    """A subcommand whose module parses its own arguments (``module.main(argv)``)."""
+
+    def run(args: argparse.Namespace, rest: list[str]) -> int:
+        return importlib.import_module(module).main(rest) or 0
+
+    return run
 
 
-def _dispatch(argv: list[str]) -> int:
+def _demo(args: argparse.Namespace, rest: list[str]) -> int:
+    kind = next((k for k in ("scripted", "learn") if f"--{k}" in rest), "training")
+    return importlib.import_module(DEMOS[kind]).main([a for a in rest if a != f"--{kind}"]) or 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from search_r1_plugin.doctor import doctor
+
+    return doctor(args.retriever_url or None)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """Every subcommand registers itself here: a parser and ``func`` (``func(args)``, or ``func(args, rest)``
+    for those that pass the words they do not know on: ``train`` to main_ppo, the delegated modules and
+    ``demo`` to their own parsers)."""
     parser = argparse.ArgumentParser(prog="search-r1", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (_, help_text) in DELEGATED.items():
-        sub.add_parser(name, help=help_text, add_help=False)
+    for name, (module, help_text) in DELEGATED.items():
+        sub.add_parser(name, help=help_text, add_help=False).set_defaults(func=_delegate(module), passthrough=True)
     sub.add_parser(
         "demo",
         help="train on the embedded sample on CPU with verl's main_ppo "
         "(--scripted: a scripted reader through verl's agent-loop worker, no training; "
         "--learn: every arm of the learning comparison, docs/learning.md)",
         add_help=False,
-    )
+    ).set_defaults(func=_demo, passthrough=True)
     t = sub.add_parser("train", help="python -m verl.trainer.main_ppo with the search path and config groups filled in")
     t.add_argument("preset", nargs="+", help="algorithm, then model and variants by name, then key=value overrides")
     t.add_argument("--print-command", action="store_true", help="print the main_ppo command and stop")
-    sub.add_parser("presets", help="list the algorithms, models and variants train accepts")
+    t.set_defaults(func=_train, passthrough=True)  # unknown words (e.g. --cfg job) go to main_ppo
+    sub.add_parser("presets", help="list the algorithms, models and variants train accepts").set_defaults(func=_presets)
     d = sub.add_parser("doctor", help="check that verl loads the plugin and the retriever answers")
     d.add_argument("--retriever-url", default=DEFAULT_RETRIEVER_URL, help="'' to skip the retriever check")
+    d.set_defaults(func=_doctor)
 
     def model_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", required=True, help="HF model path or checkpoint directory")
@@ -282,32 +291,42 @@ def _dispatch(argv: list[str]) -> int:
     e = sub.add_parser("eval", help="evaluate a model + method on the benchmarks (Table 2 layout, failure breakdown, manifest)")
     eval_args(e)
     e.add_argument("--output-dir", default="runs/eval")
+    e.set_defaults(func=_eval)
     r = sub.add_parser("robustness", help="EM as the retriever gets worse: eval at several noise levels, one curve per method")
     eval_args(r)
     r.add_argument("--noise-levels", default="0,0.25,0.5,0.75")
     r.add_argument("--methods", default="search_r1,rag")
     r.add_argument("--output-dir", default="runs/robustness")
+    r.set_defaults(func=_robustness)
     c = sub.add_parser("compare", help="eval runs side by side; warns, naming the fields, when they are not comparable")
     c.add_argument("runs", nargs="+", help="search-r1 eval output directories")
     c.add_argument("--plot", default=None, help="also write a grouped bar chart here (PNG)")
+    c.set_defaults(func=_compare)
 
     a = sub.add_parser("ask", help="answer one question, showing the trace as it happens")
     a.add_argument("question")
     model_args(a)
+    a.set_defaults(func=_ask)
 
-    args, passthrough = parser.parse_known_args(argv)
-    if passthrough and args.command != "train":
-        parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
-    if args.command == "train":
-        return _train(args, passthrough)  # e.g. --cfg job goes to main_ppo
-    if args.command == "presets":
-        return _presets()
-    if args.command == "doctor":
-        from search_r1_plugin.doctor import doctor
+    return parser
 
-        return doctor(args.retriever_url or None)
-    handlers = {"eval": _eval, "robustness": _robustness, "compare": _compare, "ask": _ask}
-    return handlers[args.command](args)
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = make_parser()
+    try:
+        if argv and argv[0] in {*DELEGATED, "demo"}:  # everything after the name is theirs, --help included
+            args, rest = parser.parse_args(argv[:1]), argv[1:]
+        else:
+            args, rest = parser.parse_known_args(argv)
+        if getattr(args, "passthrough", False):
+            sys.exit(args.func(args, rest) or 0)
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        sys.exit(args.func(args) or 0)
+    except SearchR1Error as exc:  # something the user can fix: one line; any other exception is a bug
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

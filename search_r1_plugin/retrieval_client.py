@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 import aiohttp
 
+from search_r1_plugin.coalescer import Coalescer
 from search_r1_plugin.errors import RequestRejected, RetrievalError
 
 logger = logging.getLogger(__name__)
@@ -93,11 +94,9 @@ class RetrievalClient:
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.stats = ClientStats()
         self._cache: OrderedDict[tuple[str, int], list[dict[str, Any]]] = OrderedDict()
-        self._pending: dict[int, dict[str, list[asyncio.Future]]] = {}
-        self._flushers: dict[int, asyncio.Task] = {}
+        self._batches: dict[int, Coalescer] = {}  # one per top-k
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._state_loop: asyncio.AbstractEventLoop | None = None
 
     # ---- public API -------------------------------------------------------------------------
     async def search(self, query: str, topk: int) -> list[dict[str, Any]]:
@@ -107,19 +106,14 @@ class RetrievalClient:
             self._cache.move_to_end(key)
             self.stats.cache_hits += 1
             return self._cache[key]
-        loop = asyncio.get_running_loop()
-        if self._state_loop is not loop:  # a new event loop: batches of the old one are gone
-            self._pending, self._flushers, self._state_loop = {}, {}, loop
-        fut = loop.create_future()
-        # Waiters are grouped by query, so a repeated query (e.g. a GRPO group asking the same thing)
-        # costs one slot of the batch and is sent once.
-        bucket = self._pending.setdefault(topk, {})
-        bucket.setdefault(query, []).append(fut)
-        if len(bucket) >= self.max_batch:
-            self._start_flush(topk, immediate=True)
-        elif topk not in self._flushers:
-            self._start_flush(topk, immediate=False)
-        result = await fut
+        batches = self._batches.get(topk)
+        if batches is None:
+            # keyed by query, so a repeated query (e.g. a GRPO group asking the same thing) costs one slot
+            # of the batch and is sent once
+            batches = self._batches[topk] = Coalescer(
+                lambda queries: self._send(queries, topk), max_batch=self.max_batch, max_wait_s=self.max_wait_s, key=lambda q: q
+            )
+        result = await batches.submit(query)
         if self.cache_size:
             self._cache[key] = result
             while len(self._cache) > self.cache_size:
@@ -136,44 +130,17 @@ class RetrievalClient:
         self._session = None
 
     # ---- batching ---------------------------------------------------------------------------
-    def _start_flush(self, topk: int, immediate: bool) -> None:
-        task = self._flushers.pop(topk, None)
-        if immediate and task is not None:
-            task.cancel()
-        self._flushers[topk] = asyncio.get_running_loop().create_task(self._flush_after(topk, 0 if immediate else self.max_wait_s))
-
-    async def _flush_after(self, topk: int, delay: float) -> None:
-        if delay:
-            await asyncio.sleep(delay)
-        self._flushers.pop(topk, None)
-        waiting = list(self._pending.pop(topk, {}).items())
-        for lo in range(0, len(waiting), self.max_batch):
-            asyncio.get_running_loop().create_task(self._send(waiting[lo : lo + self.max_batch], topk))
-
-    async def _send(self, chunk: list[tuple[str, list[asyncio.Future]]], topk: int) -> None:
+    async def _send(self, queries: list[str], topk: int) -> list[Any]:
+        """One coalesced request; when the server rejects it (4xx), each query alone, so one bad query
+        fails only its own trajectories (its result is the exception)."""
         try:
-            results = await self._post_with_retries([query for query, _ in chunk], topk)
-        except RequestRejected as exc:
-            if len(chunk) > 1:  # one bad query must not fail the trajectories coalesced with it
-                self.stats.isolated_rejections += 1
-                await asyncio.gather(*(self._send([item], topk) for item in chunk))
-                return
-            self._fail(chunk, exc)
-            return
-        except Exception as exc:  # propagate to every waiting trajectory
-            self._fail(chunk, exc)
-            return
-        for (_, futures), result in zip(chunk, results):
-            for fut in futures:
-                if not fut.done():
-                    fut.set_result(result)
-
-    @staticmethod
-    def _fail(chunk: list[tuple[str, list[asyncio.Future]]], exc: BaseException) -> None:
-        for _, futures in chunk:
-            for fut in futures:
-                if not fut.done():
-                    fut.set_exception(exc)
+            return await self._post_with_retries(queries, topk)
+        except RequestRejected:
+            if len(queries) == 1:
+                raise
+            self.stats.isolated_rejections += 1
+            alone = await asyncio.gather(*(self._post_with_retries([q], topk) for q in queries), return_exceptions=True)
+            return [r if isinstance(r, BaseException) else r[0] for r in alone]
 
     # ---- HTTP -------------------------------------------------------------------------------
     def _get_session(self) -> aiohttp.ClientSession:

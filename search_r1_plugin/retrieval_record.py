@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 
-from search_r1_plugin.rollout import RetrieveFn as Retrieve
+from search_r1_plugin.rollout import Retrieve
 
 
 def record_key(query: str, topk: int) -> str:

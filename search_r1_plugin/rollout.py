@@ -42,7 +42,7 @@ from search_r1_plugin.protocol import (
 from search_r1_plugin.settings import SearchR1Config
 
 # retrieve(query, topk) -> documents in the server's result format
-RetrieveFn = Callable[[str, int], Awaitable[list[dict[str, Any]]]]
+Retrieve = Callable[[str, int], Awaitable[list[dict[str, Any]]]]
 # on_event(kind, payload): "model" text, "search" query, "information" text, "invalid", "answer"
 EventFn = Callable[[str, str], None]
 
@@ -165,7 +165,7 @@ class ObservationEncoder:
 async def run_trajectory(
     prompt_ids: list[int],
     policy: Policy,
-    retrieve: RetrieveFn,
+    retrieve: Retrieve,
     tokenizer: Any,
     config: SearchR1Config,
     response_length: int,

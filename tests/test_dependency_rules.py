@@ -41,6 +41,12 @@ def _literal_defaults(path: Path) -> list[tuple[str, object, int]]:
             for arg, default in zip(args, defaults):
                 if isinstance(default, ast.Constant) and default.value is not None and not isinstance(default.value, bool):
                     out.append((arg.arg, default.value, node.lineno))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            value = node.value  # a dataclass or pydantic field: `name: int = 3` or `name: int = Field(3, …)`
+            if isinstance(value, ast.Call) and getattr(value.func, "id", "") == "Field" and value.args:
+                value = value.args[0]
+            if isinstance(value, ast.Constant) and value.value is not None and not isinstance(value.value, bool):
+                out.append((node.target.id, value.value, node.lineno))
         elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument" and node.args:
             flag = node.args[0].value if isinstance(node.args[0], ast.Constant) else ""
             for kw in node.keywords:
@@ -50,23 +56,51 @@ def _literal_defaults(path: Path) -> list[tuple[str, object, int]]:
 
 
 def test_no_setting_default_is_written_twice():
-    """A setting's default lives in its one home — ``SearchR1Config`` for the plugin, ``Limits`` for the server —
+    """A setting's default lives in its one home — ``SearchR1Config`` for the plugin, ``Limits`` and the server's
+    ``ServeConfig``/``BuildConfig`` for the server —
     and everything else reads it from there; a literal default for a setting of the same name is a second copy."""
     from dataclasses import fields
 
+    from retrieval_server.config import BuildConfig, ServeConfig
     from retrieval_server.limits import Limits
     from search_r1_plugin.settings import SearchR1Config
 
+    server_settings = {f.name for f in fields(Limits)} | set(ServeConfig.model_fields) | set(BuildConfig.model_fields)
     homes = {
-        "search_r1_plugin": ({f.name for f in fields(SearchR1Config)}, ROOT / "search_r1_plugin" / "settings.py"),
-        "retrieval_server": ({f.name for f in fields(Limits)}, ROOT / "retrieval_server" / "limits.py"),
+        "search_r1_plugin": ({f.name for f in fields(SearchR1Config)}, {ROOT / "search_r1_plugin" / "settings.py"}),
+        "retrieval_server": (server_settings, {ROOT / "retrieval_server" / "limits.py", ROOT / "retrieval_server" / "config.py"}),
     }
     copies = []
     for package, (names, home) in homes.items():
         for path in sorted((ROOT / package).rglob("*.py")):
-            if path == home:
+            if path in home:
                 continue
             for name, value, line in _literal_defaults(path):
                 if name in names or name.replace("default_", "") in names:
                     copies.append(f"{path.relative_to(ROOT)}:{line}: {name}={value!r}")
     assert not copies, "defaults written outside their home:\n" + "\n".join(copies)
+
+
+def test_no_import_circle_in_the_retrieval_server():
+    """Modules of the server import each other one way only (imports inside functions count)."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted((ROOT / "retrieval_server").glob("*.py")):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("retrieval_server."):
+                deps.add(node.module.split(".")[1])
+        graph[path.stem] = deps - {path.stem}
+
+    def reach(start: str, node: str, seen: set[str]) -> list[str] | None:
+        for nxt in sorted(graph.get(node, ())):
+            if nxt == start:
+                return [node, nxt]
+            if nxt not in seen:
+                seen.add(nxt)
+                path = reach(start, nxt, seen)
+                if path:
+                    return [node, *path]
+        return None
+
+    circles = [" -> ".join(c) for m in graph if (c := reach(m, m, set()))]
+    assert not circles, circles

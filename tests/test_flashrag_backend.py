@@ -52,7 +52,7 @@ def test_flashrag_dense_retriever_matches_brute_force(sample_world, dense_index,
     corpus = [json.loads(line)["id"] for line in open(sample_world["corpus"])]
     assert health["status"] == "ready" and health["documents"] == len(corpus)
     emb = np.memmap(dense_index.index_path.parent / "emb_minilm.memmap", dtype=np.float32, mode="r").reshape(-1, 384)
-    q = Encoder(minilm_path, dtype="fp32").encode(queries, is_query=True)
+    q = Encoder(minilm_path, dtype="fp32").encode(queries, is_query=True, batch_size=64)
     expected = np.argsort(-(q @ emb.T), axis=1)[:, :3]
     for qi, docs in enumerate(scored):
         assert [d["document"]["id"] for d in docs] == [corpus[i] for i in expected[qi]]

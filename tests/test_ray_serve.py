@@ -183,7 +183,7 @@ def test_serve_config_for_serve_deploy(bm25_args):
     config = yaml.safe_load(out.stdout)
     app = config["applications"][0]
     assert app["import_path"] == "retrieval_server.ray_serve:build_app" and config["http_options"]["port"] == 8000
-    assert app["args"]["replicas"] == "3" and app["args"]["no_batching"] is True and app["args"]["retriever"] == "bm25"
+    assert app["args"]["replicas"] == 3 and app["args"]["no_batching"] is True and app["args"]["retriever"] == "bm25"
     from retrieval_server.ray_serve import build_app
 
     application = build_app(app["args"])  # the builder Serve calls with those args

@@ -42,7 +42,7 @@ def test_flat_results_equal_brute_force(dense_server, dense_index, sample_world,
 
     emb = np.memmap(dense_index.index_path.parent / f"emb_{method_name(minilm_path)}.memmap", dtype=np.float32, mode="r").reshape(-1, 384)
     queries = ["In which country was a poet born?", "founded in 1200", "chemist", "Lobelguia capital"]
-    q = Encoder(minilm_path).encode(queries, is_query=True)
+    q = Encoder(minilm_path).encode(queries, is_query=True, batch_size=64)
     expected = np.argsort(-(q @ emb.T), axis=1)[:, :5]
     result = post(dense_server, {"queries": queries, "topk": 5, "return_scores": True}).json()["result"]
     corpus = [json.loads(line) for line in open(sample_world["corpus"])]
@@ -293,7 +293,7 @@ def test_server_rerank_from_disk_memmap(sample_world, dense_index, dense_args, m
     memmap = dense_index.index_path.parent / f"emb_{method_name(minilm_path)}.memmap"
     emb = np.memmap(memmap, dtype=np.float32, mode="r").reshape(-1, 384)
     queries = ["a chemist born in 1800", "capital city"]
-    q = Encoder(minilm_path).encode(queries, is_query=True)
+    q = Encoder(minilm_path).encode(queries, is_query=True, batch_size=64)
     expected = np.argsort(-(q @ emb.T), axis=1)[:, :3]
     corpus = [json.loads(line)["id"] for line in open(sample_world["corpus"])]
     args = [
@@ -622,7 +622,7 @@ def shard_queries(sample_world, minilm_path, n=60):
     from retrieval_server.encoder import Encoder
 
     questions = [json.loads(line)["question"] for line in open(sample_world["sample_nq/test"])][:n]
-    return Encoder(minilm_path).encode(questions, is_query=True)
+    return Encoder(minilm_path).encode(questions, is_query=True, batch_size=64)
 
 
 def recall(got_ids, want_ids) -> float:

@@ -27,6 +27,7 @@ import torch
 from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, RolloutReplicaRegistry, TokenOutput
 
+from search_r1_plugin.coalescer import Coalescer
 from search_r1_plugin.cpu.hf_generation import HFGenerator, SamplingRequest
 from search_r1_plugin.cpu.lora_weights import adapted_weights, base_names, is_adapter_update, merged_weights
 
@@ -65,48 +66,27 @@ class HFRolloutServer:
         self.generator = HFGenerator(self.model, self.tokenizer, eos_ids, max_len)
         self.default_max_tokens = int(config.response_length)
         self.global_steps: Optional[int] = None
-        self.max_batch = max_batch
-        self.max_wait_s = max_wait_s
-        self._queue: Optional[asyncio.Queue] = None
-        self._worker: Optional[asyncio.Task] = None
+        # one model, one batch at a time: what arrives while a batch decodes makes up the next one
+        self.batches = Coalescer(self._decode, max_batch=max_batch, max_wait_s=max_wait_s, one_at_a_time=True)
         self.weight_versions = 0
         self.lora_base: dict[str, torch.Tensor] = {}  # un-adapted weights of LoRA-adapted layers (lora_weights)
         self.lora_announced = False
 
     # --- generation -------------------------------------------------------------------------
     async def generate(self, prompt_ids: list[int], sampling_params: dict[str, Any], request_id: str, **_: Any) -> TokenOutput:
-        if self._queue is None:
-            self._queue = asyncio.Queue()
-            self._worker = asyncio.create_task(self._serve())
         req = SamplingRequest.from_params(prompt_ids, dict(sampling_params), self.default_max_tokens)
-        done: asyncio.Future = asyncio.get_running_loop().create_future()
-        await self._queue.put((req, done))
-        req = await done
+        req = await self.batches.submit(req)
         return TokenOutput(
             token_ids=req.token_ids, log_probs=req.log_probs, stop_reason="completed", extra_fields={"global_steps": self.global_steps}
         )
 
-    async def _serve(self) -> None:
-        """Collect what arrives within ``max_wait_s`` (up to ``max_batch``) and decode it as one batch."""
-        while True:
-            batch = [await self._queue.get()]
-            deadline = asyncio.get_running_loop().time() + self.max_wait_s
-            while len(batch) < self.max_batch:
-                timeout = deadline - asyncio.get_running_loop().time()
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), max(timeout, 0)))
-                except asyncio.TimeoutError:
-                    break
-            try:
-                results = await asyncio.to_thread(self.generator.generate, [r for r, _ in batch])
-                for (_, fut), res in zip(batch, results):
-                    if not fut.done():
-                        fut.set_result(res)
-            except Exception as exc:  # one bad batch fails its own requests, never the server
-                logger.exception("hf rollout batch failed")
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
+    async def _decode(self, requests: list[SamplingRequest]) -> list[SamplingRequest]:
+        """One batch, decoded together in a thread; a batch that fails fails its own requests, never the server."""
+        try:
+            return await asyncio.to_thread(self.generator.generate, requests)
+        except Exception:
+            logger.exception("hf rollout batch failed")
+            raise
 
     # --- weights ----------------------------------------------------------------------------
     def update_weights(

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
+from search_r1_plugin.coalescer import Coalescer
 from search_r1_plugin.protocol import STOP_STRINGS
 
 
@@ -69,48 +70,33 @@ class HFPolicy:
 class VLLMPolicy:
     """vLLM offline engine; concurrent calls within ``max_wait_ms`` become one batched ``generate``."""
 
-    def __init__(self, model_path: str, *, temperature: float = 0.0, max_wait_ms: float = 20.0, **engine_kwargs: Any):
+    def __init__(
+        self, model_path: str, *, temperature: float = 0.0, max_wait_ms: float = 20.0, max_batch: int = 1024, **engine_kwargs: Any
+    ):
         from vllm import LLM
 
         self.llm = LLM(model=model_path, **engine_kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.temperature = temperature
-        self.max_wait_s = max_wait_ms / 1000
-        self.pending: list[tuple[list[int], int, tuple[str, ...], asyncio.Future]] = []
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vllm")
-        self.flusher: Optional[asyncio.Task] = None
+        self.batches = Coalescer(self._generate_batch, max_batch=max_batch, max_wait_s=max_wait_ms / 1000, one_at_a_time=True)
 
     def _run(self, batch):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        prompts = [TokensPrompt(prompt_token_ids=ids) for ids, _, _, _ in batch]
+        prompts = [TokensPrompt(prompt_token_ids=ids) for ids, _, _ in batch]
         params = [
             SamplingParams(max_tokens=n, temperature=self.temperature, stop=list(stop), include_stop_str_in_output=True)
-            for _, n, stop, _ in batch
+            for _, n, stop in batch
         ]
         return [list(o.outputs[0].token_ids) for o in self.llm.generate(prompts, params, use_tqdm=False)]
 
-    async def _flush(self) -> None:
-        await asyncio.sleep(self.max_wait_s)
-        batch, self.pending, self.flusher = self.pending, [], None
-        try:
-            outs = await asyncio.get_running_loop().run_in_executor(self.executor, self._run, batch)
-        except Exception as exc:
-            for *_, fut in batch:
-                if not fut.done():  # a caller cancelled (another task of its gather failed): nothing to deliver
-                    fut.set_exception(exc)
-            return
-        for (*_, fut), ids in zip(batch, outs):
-            if not fut.done():
-                fut.set_result(ids)
+    async def _generate_batch(self, batch: list[tuple[list[int], int, tuple[str, ...]]]) -> list[list[int]]:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self._run, batch)
 
     async def __call__(self, context_ids: list[int], max_tokens: int, stop: Sequence[str] = STOP_STRINGS):
-        fut = asyncio.get_running_loop().create_future()
-        self.pending.append((list(context_ids), max_tokens, tuple(stop), fut))
-        if self.flusher is None:
-            self.flusher = asyncio.get_running_loop().create_task(self._flush())
-        return await fut, None
+        return await self.batches.submit((list(context_ids), max_tokens, tuple(stop))), None
 
 
 def load_policy(model: str, backend: str = "auto", temperature: float = 0.0):

@@ -24,11 +24,9 @@ from search_r1_plugin.protocol import (
     make_messages,
     normalize_question,
 )
-from search_r1_plugin.rollout import RetrieveFn, run_trajectory
+from search_r1_plugin.rollout import Retrieve, run_trajectory
 from search_r1_plugin.settings import SearchR1Config
 from search_r1_plugin.trajectory_html import trajectory_spans
-
-Retrieve = RetrieveFn
 
 
 @dataclass

@@ -32,7 +32,7 @@ from search_r1_plugin.protocol import format_docs, format_observation, make_mess
 from search_r1_plugin.sandbox.learning_world import QUESTIONS
 from search_r1_plugin.sandbox.tiny_model import Demonstration
 
-Retrieve = Callable[[str], Awaitable[list[dict]]]
+SearchTopK = Callable[[str], Awaitable[list[dict]]]  # a search at the demonstrations' fixed top-k
 
 THINK_SEARCH = "<think> I need to search. </think>\n"
 THINK_ANSWER = "<think> I can answer now. </think>\n"
@@ -60,7 +60,7 @@ def _contents(results: Sequence[dict]) -> str:
 
 
 async def format_demonstrations(
-    questions: Iterable[str], retrieve: Retrieve, names: Iterable[str], seed: int = 0, second_search: float = 0.5
+    questions: Iterable[str], retrieve: SearchTopK, names: Iterable[str], seed: int = 0, second_search: float = 0.5
 ) -> list[Demonstration]:
     """Search-R1, R1 and RAG demonstrations for each question (see the module docstring); ``names`` are
     every name a question or passage may hold. Questions are retrieved for concurrently."""
@@ -75,7 +75,7 @@ async def format_demonstrations(
 
 
 async def _demonstrations(
-    question: str, retrieve: Retrieve, names: set[str], rng: random.Random, second_search: float
+    question: str, retrieve: SearchTopK, names: set[str], rng: random.Random, second_search: float
 ) -> list[Demonstration]:
     subject = subject_of(question, names)
     first = await retrieve(question)

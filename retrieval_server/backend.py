@@ -1,0 +1,85 @@
+"""What answers a search: the retriever a :class:`~retrieval_server.config.ServeConfig` names, with its corpus.
+
+``build_backend`` is called where the index is to live — in the server process after its port opens, or
+on each Ray Serve replica — and is the only place that turns settings into loaded objects. ``index``
+replaces the FAISS file(s) of ``cfg.index`` with an index already at hand: the Ray shard deployments
+(:class:`~retrieval_server.shards.ShardedIndex` of remote shards).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from retrieval_server.config import ServeConfig
+
+
+@dataclass
+class Backend:
+    """``search(queries, k) -> (scores, hits)``, both ``len(queries) × k``, and ``document(hit) -> dict |
+    None``. Hits are corpus row ids for our retrievers (-1: no hit) and the documents themselves for
+    FlashRAG; ``None`` means "no hit here" and is left out of the response."""
+
+    search: Callable
+    document: Callable[[Any], Optional[dict[str, Any]]]
+    size: int
+    description: str
+
+
+def build_backend(cfg: ServeConfig, index: Any = None) -> Backend:
+    if cfg.retriever == "flashrag":
+        from retrieval_server.flashrag_backend import FlashRAGRetriever
+
+        retriever = FlashRAGRetriever.from_config(
+            cfg.flashrag_config, index_path=cfg.index, corpus_path=cfg.corpus, retrieval_topk=cfg.topk
+        )
+        return Backend(
+            search=retriever.search, document=lambda doc: doc, size=len(retriever), description=f"flashrag {cfg.flashrag_config}"
+        )
+
+    from retrieval_server.corpus import Corpus
+
+    corpus = Corpus(cfg.corpus)
+    if cfg.retriever == "bm25":
+        from retrieval_server.index import BM25Retriever
+
+        retriever = BM25Retriever(cfg.index)
+        retriever.search(["warm up"], 1)  # numba/JIT warm-up so the first request is not slow
+        description = f"bm25 {cfg.index}"
+    else:
+        retriever, description = _dense_retriever(cfg, index)
+    if len(retriever) != len(corpus):
+        raise ValueError(f"index has {len(retriever)} entries but corpus {cfg.corpus} has {len(corpus)} passages")
+    return Backend(search=retriever.search, document=corpus.hit, size=len(corpus), description=description)
+
+
+def _dense_retriever(cfg: ServeConfig, index: Any):
+    import numpy as np
+
+    from retrieval_server.encoder import Encoder
+    from retrieval_server.index import DenseRetriever, TorchExactIndex, load_faiss_index
+    from retrieval_server.index_meta import family_for_serving
+
+    encoder = Encoder(
+        cfg.encoder,
+        device=cfg.device,
+        dtype=cfg.dtype,
+        use_sentence_transformers=cfg.sentence_transformers,
+        family=family_for_serving(cfg.index, cfg.encoder_family),
+    )
+    where = ", ".join(Path(p).name for p in cfg.index_paths)
+    if index is not None:  # e.g. shards served (and re-ranked) elsewhere
+        where = f"{len(cfg.index_paths)} shard deployments ({where})"
+    elif cfg.retriever == "torch":
+        emb = np.memmap(cfg.index, dtype=np.float32, mode="r").reshape(-1, encoder.dim)
+        index = TorchExactIndex(np.asarray(emb), device=encoder.device)
+    else:
+        rerank = None
+        if cfg.rerank_embeddings:
+            rerank = np.memmap(cfg.rerank_embeddings, dtype=np.float32, mode="r").reshape(-1, encoder.dim)
+        index = load_faiss_index(
+            cfg.index, gpu=cfg.faiss_gpu, nprobe=cfg.nprobe, ef_search=cfg.ef_search, rerank_embeddings=rerank, rerank_k=cfg.rerank_k
+        )
+    description = f"{cfg.retriever} {where} + {cfg.encoder} ({encoder.family}) on {encoder.device}"
+    return DenseRetriever(encoder, index), description
