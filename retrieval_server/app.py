@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from retrieval_server.backend import Backend, build_backend
 from retrieval_server.batcher import MicroBatcher, Overloaded
 from retrieval_server.config import ServeConfig
+from retrieval_server.errors import UpstreamError
 from retrieval_server.guard import RequestGuard, bearer_token_ok
 from retrieval_server.limits import Limits
 from retrieval_server.metrics import CONTENT_TYPE, ServerMetrics
@@ -90,6 +91,12 @@ class ServerState:
         except Exception as exc:  # report on /health rather than dying silently
             logger.exception("loading the retriever failed")
             self.status, self.error = "failed", repr(exc)
+            return
+        if backend.collector is not None:
+            self.metrics.registry.register(backend.collector)
+        if backend.asearch is not None:  # searched query by query, concurrently: nothing to batch
+            self.backend, self.status = backend, "ready"
+            logger.info("retriever ready: %s", backend.description)
             return
         self.batcher = MicroBatcher(
             backend.search,
@@ -156,7 +163,13 @@ async def retrieve(req: RetrieveRequest, request: Request) -> JSONResponse:
         raise server.reject("topk", f"must be at most {limits.max_topk}, got {k}")
     t0 = time.perf_counter()
     try:
-        scores, ids = await server.batcher.submit(queries, k)
+        if server.backend.asearch is not None:
+            scores, ids = await server.backend.asearch(queries, k)
+        else:
+            scores, ids = await server.batcher.submit(queries, k)
+    except UpstreamError as exc:
+        metrics.errors.inc()
+        raise HTTPException(status_code=502, detail=str(exc))
     except Overloaded as exc:
         metrics.reject("overloaded")
         return JSONResponse({"detail": f"server busy: {exc}"}, status_code=429, headers={"Retry-After": f"{exc.retry_after_s:.0f}"})

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from retrieval_server.config import ServeConfig
+from retrieval_server.config import WEB_PROVIDERS, ServeConfig
 
 
 @dataclass
@@ -21,13 +21,45 @@ class Backend:
     None``. Hits are corpus row ids for our retrievers (-1: no hit) and the documents themselves for
     FlashRAG; ``None`` means "no hit here" and is left out of the response."""
 
-    search: Callable
+    search: Optional[Callable]
     document: Callable[[Any], Optional[dict[str, Any]]]
     size: int
     description: str
+    # queries searched one by one, concurrently, outside the micro-batcher (web search): ``await asearch(queries, k)``
+    asearch: Optional[Callable] = None
+    collector: Any = None  # extra Prometheus metrics for /metrics
 
 
 def build_backend(cfg: ServeConfig, index: Any = None) -> Backend:
+    backend = _first_stage(cfg, index)
+    if cfg.rerank_model:
+        from retrieval_server.reranker import CrossEncoderReranker
+
+        reranker = CrossEncoderReranker(
+            backend.search, backend.document, cfg.rerank_model, depth=cfg.rerank_depth, batch_size=cfg.rerank_batch_size, device=cfg.device
+        )
+        description = f"{backend.description}, re-ranked by {cfg.rerank_model} (depth {cfg.rerank_depth}) on {reranker.device}"
+        backend = Backend(search=reranker.search, document=backend.document, size=backend.size, description=description)
+    return backend
+
+
+def _first_stage(cfg: ServeConfig, index: Any) -> Backend:
+    if cfg.retriever in WEB_PROVIDERS:
+        from retrieval_server.web_search import WebSearch, cache_path_default, read_api_key
+
+        web = WebSearch(
+            cfg.retriever,
+            read_api_key(cfg.retriever, cfg.web_api_key_file),
+            base_url=cfg.web_base_url,
+            cache_path=cfg.web_cache or cache_path_default(cfg.retriever),
+            rate_limit=cfg.web_rate_limit,
+            concurrency=cfg.web_concurrency,
+            retries=cfg.web_retries,
+            timeout_s=cfg.web_timeout_s,
+            cost_per_call=cfg.web_cost_per_call,
+        )
+        description = f"web search {cfg.retriever} ({web.base_url}), cache {web.cache_path}"
+        return Backend(search=None, asearch=web.asearch, document=lambda doc: doc, size=0, description=description, collector=web)
     if cfg.retriever == "flashrag":
         from retrieval_server.flashrag_backend import FlashRAGRetriever
 

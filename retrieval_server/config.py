@@ -52,6 +52,8 @@ class EncoderOptions(BaseModel):
 
 
 _RAY = "Ray Serve (--ray): the same app on replicas of a Ray cluster"
+_WEB = "web search (--retriever serper|serpapi|brave)"
+WEB_PROVIDERS = ("serper", "serpapi", "brave")
 
 
 class ServeConfig(EncoderOptions):
@@ -64,8 +66,12 @@ class ServeConfig(EncoderOptions):
         ),
     )
     corpus: Optional[str] = Field(None, json_schema_extra=_flag("jsonl corpus, one {id, contents} per line, row i = index id i"))
-    retriever: Literal["dense", "bm25", "torch", "flashrag"] = Field(
-        "dense", json_schema_extra=_flag("flashrag: any FlashRAG retriever from --flashrag-config (optional FlashRAG install)")
+    retriever: Literal["dense", "bm25", "torch", "flashrag", "serper", "serpapi", "brave"] = Field(
+        "dense",
+        json_schema_extra=_flag(
+            "flashrag: any FlashRAG retriever from --flashrag-config (optional FlashRAG install); serper, serpapi, brave: "
+            "web search (key in SERPER_API_KEY, SERPAPI_API_KEY, BRAVE_API_KEY or --web-api-key-file)"
+        ),
     )
     flashrag_config: Optional[str] = Field(None, json_schema_extra=_flag("FlashRAG YAML (retrieval_method, index_path, ...)"))
     faiss_gpu: bool = Field(False, json_schema_extra=_flag("shard the index over all GPUs in fp16 (faiss-gpu)"))
@@ -75,6 +81,32 @@ class ServeConfig(EncoderOptions):
         None, json_schema_extra=_flag("emb_{method}.memmap: re-score the index's candidates exactly from these on-disk vectors")
     )
     rerank_k: int = Field(100, json_schema_extra=_flag("candidates fetched from the index for re-ranking"))
+    rerank_model: Optional[str] = Field(
+        None,
+        json_schema_extra=_flag(
+            "cross-encoder (sentence-transformers CrossEncoder, e.g. cross-encoder/ms-marco-MiniLM-L12-v2): fetch --rerank-depth "
+            "candidates, answer the top-k by its score"
+        ),
+    )
+    rerank_depth: int = Field(20, json_schema_extra=_flag("candidates per query the cross-encoder scores (at least top-k)"))
+    rerank_batch_size: int = Field(64, json_schema_extra=_flag("(query, passage) pairs per cross-encoder forward pass"))
+    web_api_key_file: Optional[str] = Field(None, json_schema_extra=_flag("web search: read the provider's key from this file", group=_WEB))
+    web_cache: Optional[str] = Field(
+        None,
+        json_schema_extra=_flag(
+            "web search: sqlite cache of (query, k) -> results (default ~/.cache/search-r1/web/<provider>.sqlite)", group=_WEB
+        ),
+    )
+    web_rate_limit: float = Field(5.0, json_schema_extra=_flag("web search: most provider calls a second (token bucket)", group=_WEB))
+    web_concurrency: int = Field(16, json_schema_extra=_flag("web search: most provider calls at once", group=_WEB))
+    web_retries: int = Field(
+        4, json_schema_extra=_flag("web search: retries of a call on 429, 5xx, timeouts (backoff, Retry-After)", group=_WEB)
+    )
+    web_timeout_s: float = Field(20.0, json_schema_extra=_flag("web search: seconds one provider call may take", group=_WEB))
+    web_cost_per_call: Optional[float] = Field(
+        None, json_schema_extra=_flag("web search: USD per call for the cost counter (default: the provider's list price)", group=_WEB)
+    )
+    web_base_url: Optional[str] = Field(None, json_schema_extra=_flag("web search: the provider's API root (tests; a proxy)", group=_WEB))
     topk: int = Field(Limits.default_topk, json_schema_extra=_flag("default top-k when a request sends null"))
     host: str = Field("127.0.0.1", json_schema_extra=_flag("address to listen on"))
     port: int = Field(8000, json_schema_extra=_flag("port to listen on"))
@@ -152,8 +184,16 @@ class ServeConfig(EncoderOptions):
         reachable from other hosts without a key."""
         if self.retriever == "flashrag" and not self.flashrag_config:
             raise ValueError("--retriever flashrag needs --flashrag-config (a FlashRAG YAML)")
-        if self.retriever != "flashrag" and not (self.index and self.corpus):
+        if self.retriever in WEB_PROVIDERS:
+            from retrieval_server.web_search import read_api_key
+
+            read_api_key(self.retriever, self.web_api_key_file)  # no key: refused now, naming where it is read from
+            if self.rerank_model:
+                raise ValueError("--rerank-model re-ranks an index's candidates; it does not apply to web search")
+        elif self.retriever != "flashrag" and not (self.index and self.corpus):
             raise ValueError(f"--retriever {self.retriever} needs --index and --corpus")
+        if self.rerank_model and self.rerank_depth < 1:
+            raise ValueError(f"--rerank-depth must be at least 1, got {self.rerank_depth}")
         if self.retriever in ("dense", "torch"):
             from retrieval_server.index_meta import family_for_serving
 
@@ -173,7 +213,17 @@ class ServeConfig(EncoderOptions):
     def with_absolute_paths(self) -> "ServeConfig":
         """The same settings with every existing local path absolute (replicas run in other directories)."""
         updates = {}
-        for name in ("index", "corpus", "encoder", "rerank_embeddings", "flashrag_config", "api_key_file"):
+        for name in (
+            "index",
+            "corpus",
+            "encoder",
+            "rerank_embeddings",
+            "rerank_model",
+            "flashrag_config",
+            "api_key_file",
+            "web_api_key_file",
+            "web_cache",
+        ):
             value = getattr(self, name)
             if value:
                 updates[name] = ",".join(str(Path(p).resolve()) if Path(p).exists() else p for p in str(value).split(","))
