@@ -97,7 +97,8 @@ def generate_learning_world(
 
 
 def write_learning_world(out: str | Path, **kwargs) -> dict[str, Path]:
-    """``corpus.jsonl``, ``{dataset}/{split}.jsonl``, ``entities.txt`` (one name a line), ``people.txt`` (the
+    """``corpus.jsonl``, ``{dataset}/{split}.jsonl`` (and ``learn_nq_seen/test.jsonl``: the training people's
+    one-hop questions, validated apart), ``entities.txt`` (one name a line), ``people.txt`` (the
     people among them) and ``practice.txt`` (made-up names for the warm start's drills) under ``out``."""
     out = Path(out)
     world = generate_learning_world(**kwargs)
@@ -111,4 +112,8 @@ def write_learning_world(out: str | Path, **kwargs) -> dict[str, Path]:
         for split, rows in splits.items():
             paths[f"{dataset}/{split}"] = out / dataset / f"{split}.jsonl"
             write_jsonl(paths[f"{dataset}/{split}"], rows)
+    # The one-hop questions about the training people, as a validation set of their own: EM on people a policy
+    # trained on against EM on people it never saw tells reading from remembering.
+    paths["learn_nq_seen/test"] = out / "learn_nq_seen" / "test.jsonl"
+    write_jsonl(paths["learn_nq_seen/test"], world.questions["learn_nq"]["train"])
     return paths
