@@ -90,7 +90,7 @@ def _dense_retriever(cfg: ServeConfig, index: Any):
     import numpy as np
 
     from retrieval_server.encoder import Encoder
-    from retrieval_server.index import DenseRetriever, TorchExactIndex, load_faiss_index
+    from retrieval_server.index import DenseRetriever, TorchExactIndex, load_faiss_index, vectors_on_disk
     from retrieval_server.index_meta import family_for_serving
 
     encoder = Encoder(
@@ -109,7 +109,7 @@ def _dense_retriever(cfg: ServeConfig, index: Any):
     else:
         rerank = None
         if cfg.rerank_embeddings:
-            rerank = np.memmap(cfg.rerank_embeddings, dtype=np.float32, mode="r").reshape(-1, encoder.dim)
+            rerank = vectors_on_disk(cfg.rerank_embeddings, encoder.dim)
         index = load_faiss_index(
             cfg.index, gpu=cfg.faiss_gpu, nprobe=cfg.nprobe, ef_search=cfg.ef_search, rerank_embeddings=rerank, rerank_k=cfg.rerank_k
         )

@@ -9,6 +9,8 @@ Drop-in for the original Search-R1 server with its own files:
         --index-type Flat --out indexes/
 
     search-r1-retriever serve --retriever flashrag --flashrag-config retriever.yaml   # a FlashRAG retriever
+
+    search-r1-retriever download wiki-18 --index flat --out wiki18/   # the paper's corpus and E5 index
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
-from retrieval_server.config import BuildConfig, ServeConfig, add_flags, from_namespace
+from retrieval_server.config import BuildConfig, DownloadConfig, ServeConfig, add_flags, from_namespace
 
 
 def serve(cfg: ServeConfig) -> None:
@@ -58,11 +61,23 @@ def build_index(cfg: BuildConfig) -> None:
     print(build_bm25_index(cfg.corpus, cfg.out) if cfg.index_type.upper() == "BM25" else build_dense(cfg))
 
 
+def download(cfg: DownloadConfig) -> None:
+    import shlex
+
+    from retrieval_server.download import download as fetch_assets
+
+    serve = fetch_assets(cfg.assets, cfg.index, Path(cfg.out), revision=cfg.revision, ivfpq_factory=cfg.ivfpq_factory)
+    print(
+        f"\ndone. Serve it with:\n  {shlex.join(serve)}\nthen check it with:\n  search-r1 doctor --retriever-url http://127.0.0.1:8000/retrieve"
+    )
+
+
 COMMANDS = {
     "serve": (ServeConfig, serve, "run the /retrieve server", {}),
     # the serve flags, for the replicas of a Serve application; it listens on every interface by default
     "serve-config": (ServeConfig, serve_config, "print a Ray Serve config (serve deploy) for these serve flags", {"host": "0.0.0.0"}),
     "build-index": (BuildConfig, build_index, "encode a corpus and write a FAISS (or BM25) index", {}),
+    "download": (DownloadConfig, download, "fetch the paper's wiki-18 corpus and index (or build IVF-PQ / BM25 from them)", {}),
 }
 
 

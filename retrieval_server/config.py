@@ -249,6 +249,24 @@ class BuildConfig(EncoderOptions):
     limit: Optional[int] = Field(None, json_schema_extra=_flag("only the first N passages (smoke tests)"))
 
 
+class DownloadConfig(BaseModel):
+    """``search-r1-retriever download``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    assets: Literal["wiki-18"] = Field(json_schema_extra=_flag("what to fetch: wiki-18 (the paper's corpus and E5 index)", positional=True))
+    index: Literal["flat", "ivfpq", "bm25"] = Field(
+        "flat",
+        json_schema_extra=_flag(
+            "flat: the published E5 Flat index (≈65 GB on disk and in RAM); ivfpq: ours built from its vectors "
+            "(a few GB of RAM, exact re-rank from the Flat file on disk); bm25: ours from the corpus, no vectors"
+        ),
+    )
+    out: str = Field(json_schema_extra=_flag("folder for the files"))
+    revision: str = Field("main", json_schema_extra=_flag("hub revision (branch, tag or commit) of the asset repositories"))
+    ivfpq_factory: str = Field("IVF16384,PQ96", json_schema_extra=_flag("FAISS factory of --index ivfpq"))
+
+
 def add_flags(parser: argparse.ArgumentParser, model: type[BaseModel], defaults: dict[str, Any] | None = None) -> None:
     """One ``--flag`` per field of ``model`` (booleans are switches; ``Literal`` fields get choices; a field
     without a default is required), grouped as the fields' metadata says."""
@@ -260,13 +278,19 @@ def add_flags(parser: argparse.ArgumentParser, model: type[BaseModel], defaults:
             target = groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
         flags = ["--" + name.replace("_", "-"), *meta.get("aliases", ())]
         kwargs: dict[str, Any] = {"dest": name, "help": meta.get("help")}
+        if meta.get("positional"):
+            flags, kwargs = [name], {"help": meta.get("help")}
         default = (defaults or {}).get(name, field.default)
         annotation = field.annotation
         args = getattr(annotation, "__args__", ())
         if annotation is bool:
             kwargs["action"] = "store_true"
         elif field.is_required():
-            kwargs["required"] = True
+            if not meta.get("positional"):
+                kwargs["required"] = True
+            choices = _literal_choices(annotation)
+            if choices:
+                kwargs["choices"] = choices
         else:
             kwargs["default"] = default
             choices = _literal_choices(annotation)

@@ -98,6 +98,26 @@ def read_faiss_index(path: str | Path, *, gpu: bool = False, nprobe: int | None 
     return index
 
 
+def vectors_on_disk(path: str | Path, dim: int | None = None) -> np.ndarray:
+    """Float32 vectors as a read-only memory map (nothing loaded): a raw ``emb_<method>.memmap`` (N × ``dim``) or
+    the vectors inside a FAISS Flat index file — ``IxFI``/``IxF2``, ``d`` (int32), ``ntotal`` (int64), two
+    unused int64, ``is_trained`` (uint8), ``metric`` (int32), the number of floats (int64), then the rows — so
+    the published ``e5_Flat.index`` can re-rank a compressed index without a second copy of its vectors."""
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(45)
+    if head[:4] in (b"IxFI", b"IxF2"):
+        d, ntotal = struct.unpack_from("<iq", head, 4)
+        (floats,) = struct.unpack_from("<q", head, 37)
+        if floats != ntotal * d or (dim is not None and d != dim):
+            raise ValueError(f"{path}: a Flat index of {ntotal} × {d} with {floats} floats of codes (expected dimension {dim})")
+        return np.memmap(path, dtype=np.float32, mode="r", offset=45, shape=(ntotal, d))
+    if dim is None:
+        raise ValueError(f"{path} is not a FAISS Flat index; the dimension of its raw vectors is needed")
+    return np.memmap(path, dtype=np.float32, mode="r").reshape(-1, dim)
+
+
 def rerank_exact(queries: np.ndarray, ids: np.ndarray, embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Re-score candidate ``ids`` with exact inner products against ``embeddings`` (e.g. the builder's
     on-disk ``emb_{method}.memmap``) and keep the best ``k``. Lets a compressed in-RAM index (IVF-PQ)

@@ -47,14 +47,13 @@ class ShardSearcher:
     def __init__(
         self, path: str, i: int, shards: int, nprobe: int | None, ef_search: int | None, gpu: bool, rerank_path: str | None, rerank_k: int
     ) -> None:
-        import numpy as np
 
-        from retrieval_server.index import RerankedIndex, read_faiss_index
+        from retrieval_server.index import RerankedIndex, read_faiss_index, vectors_on_disk
         from retrieval_server.shards import shard_ranges
 
         self.index = read_faiss_index(path, gpu=gpu, nprobe=nprobe, ef_search=ef_search)
         if rerank_path:
-            vectors = np.memmap(rerank_path, dtype=np.float32, mode="r").reshape(-1, self.index.d)
+            vectors = vectors_on_disk(rerank_path, self.index.d)
             lo, hi = shard_ranges(len(vectors), shards)[i]
             if hi - lo != self.index.ntotal:
                 raise ValueError(
