@@ -153,6 +153,7 @@ DELEGATED = {
     "dry-run": ("search_r1_plugin.dry_run", "one training step's data path on CPU: masks and advantages per span"),
     "sample-world": ("search_r1_plugin.sandbox.world", "write the offline sample corpus and questions"),
     "report": ("search_r1_plugin.report", "an HTML page of a training run: curves, health alarms, best step, trajectories"),
+    "sft-data": ("search_r1_plugin.sft", "rejection sampling: a teacher's correct Search-R1 trajectories as verl SFT data (RL's masks)"),
 }
 DEMOS = {
     "training": "search_r1_plugin.demo.cpu_training",
