@@ -7,22 +7,19 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
 import pytest
 
 from tests import fake_hub
+from tests.local_app import served_in_thread
 
 
 @pytest.fixture(scope="module")
 def hub(sample_world, tmp_path_factory):
     """The fake hub serving wiki-18's files: the sample world's corpus gzipped, a 768-dim Flat index in two parts."""
     import faiss
-    import uvicorn
-
-    from search_r1_plugin.sandbox.server_process import free_port
 
     corpus = sample_world["corpus"].read_bytes()
     n = corpus.count(b"\n")
@@ -41,15 +38,8 @@ def hub(sample_world, tmp_path_factory):
             ("PeterJinGo/wiki-18-corpus", "wiki-18.jsonl.gz"): gzip.compress(corpus),
         }
     )
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(fake_hub.app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    yield {"url": f"http://127.0.0.1:{port}", "flat": flat, "corpus": corpus, "vectors": vectors}
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served_in_thread(fake_hub.app) as url:
+        yield {"url": url, "flat": flat, "corpus": corpus, "vectors": vectors}
 
 
 def command(hub, out, *extra):

@@ -11,23 +11,13 @@ import urllib.request
 import pytest
 
 from tests import fake_web_search
+from tests.local_app import served_in_thread
 
 
 @pytest.fixture(scope="module")
 def provider_url():
-    import uvicorn
-
-    from search_r1_plugin.sandbox.server_process import free_port
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(fake_web_search.app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served_in_thread(fake_web_search.app) as url:
+        yield url
 
 
 def post(url, queries, topk=3, return_scores=False):
