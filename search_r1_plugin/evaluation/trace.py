@@ -19,5 +19,5 @@ class TracePrinter:
         text = payload if kind == "model" else f"[{LABELS.get(kind, kind)}] {payload.strip()}"
         if self.colour:
             text = f"{COLOURS.get(kind, '')}{text}{RESET}"
-        self.stream.write(text + ("\n" if kind != "model" else "\n"))
+        self.stream.write(text + "\n")
         self.stream.flush()
