@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -161,18 +162,8 @@ class ServeConfig(EncoderOptions):
 
     @property
     def limits(self) -> Limits:
-        return Limits(
-            default_topk=self.topk,
-            max_topk=self.max_topk,
-            max_queries=self.max_queries,
-            max_query_chars=self.max_query_chars,
-            max_body_bytes=self.max_body_bytes,
-            header_timeout_s=self.header_timeout_s,
-            body_timeout_s=self.body_timeout_s,
-            max_queued=self.max_queued,
-            max_batch=self.max_batch,
-            max_wait_ms=self.max_wait_ms,
-        )
+        """The request limits and batching of these settings (``--topk`` is ``Limits.default_topk``)."""
+        return Limits(**{f.name: getattr(self, "topk" if f.name == "default_topk" else f.name) for f in fields(Limits)})
 
     @property
     def index_paths(self) -> list[str]:

@@ -110,11 +110,13 @@ async def rejection_sample(
         answer = extract_answer(traj.model_text(enc.decode))
         return traj, answer is not None and bool(em_check(answer, golden_answers(row["reward_model"]["ground_truth"])))
 
+    async def question(row: dict[str, Any]):
+        prompt_ids = chat_prompt_ids(tokenizer, [dict(m) for m in row["prompt"]])
+        return prompt_ids, await asyncio.gather(*(one(row, prompt_ids) for _ in range(samples)))
+
     out = []
-    for row in rows:
-        messages = [dict(m) for m in row["prompt"]]
-        prompt_ids = chat_prompt_ids(tokenizer, messages)
-        results = await asyncio.gather(*(one(row, prompt_ids) for _ in range(samples)))
+    # every question's samples at once (``concurrency`` bounds the trajectories in flight); kept in row order
+    for row, (prompt_ids, results) in zip(rows, await asyncio.gather(*(question(row) for row in rows))):
         stats["trajectories"] += len(results)
         correct = [t for t, ok in results if ok]
         stats["correct"] += len(correct)

@@ -17,6 +17,14 @@ def pyplot():
     return plt
 
 
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def grouped_bars(path: Path, labels: Sequence[str], series: dict[str, Sequence[float]], ylabel: str = "exact match") -> Path:
     """One group of bars per label, one bar per series (NaN where a series has no value)."""
     plt = pyplot()
@@ -28,11 +36,7 @@ def grouped_bars(path: Path, labels: Sequence[str], series: dict[str, Sequence[f
     ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1)
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def noise_curves(path: Path, levels: Sequence[float], curves: dict[str, Sequence[float]], title: str = "") -> Path:
@@ -47,8 +51,4 @@ def noise_curves(path: Path, levels: Sequence[float], curves: dict[str, Sequence
     if title:
         ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
