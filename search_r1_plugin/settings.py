@@ -1,8 +1,9 @@
 """Typed settings of the Search-R1 rollout, with the paper's values as defaults.
 
-They live in a namespaced ``search_r1:`` block of the trainer's Hydra config
-(declared by our presets), so ``search_r1.topk=5`` works on the ``main_ppo``
-command line; init kwargs of an agent-loop YAML override them. Every value is
+They are the namespaced ``search_r1:`` block of the trainer's Hydra config: these
+defaults, stored in Hydra's ConfigStore as ``search_r1_settings`` and placed by our
+presets (:func:`search_r1_plugin.config.store_settings_node`), so ``search_r1.topk=5``
+works on the ``main_ppo`` command line and no preset restates a default; init kwargs of an agent-loop YAML override them. Every value is
 checked at construction, and a bad one raises with the key named; the presets also
 construct it when the trainer resolves its config (``search_r1_check`` in
 :mod:`search_r1_plugin.config`), so a bad value stops the run before models load.

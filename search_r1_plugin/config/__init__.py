@@ -134,6 +134,22 @@ def checked_run_identity(directory: str, resume_mode: str, *, _root_: DictConfig
     return json.dumps(identity, sort_keys=True)
 
 
+def store_settings_node() -> None:
+    """``search_r1_settings`` in Hydra's ConfigStore: the ``search_r1`` block of every preset, made from
+    :class:`~search_r1_plugin.settings.SearchR1Config`'s defaults, so the presets never restate them
+    (``search_r1_common.yaml`` places it with ``/search_r1_settings@search_r1``). A plain node, not the
+    dataclass as a schema: ``retriever_url`` also takes a YAML list, and ``search_r1_check`` validates the
+    block with the key named when the trainer resolves its config."""
+    from hydra.core.config_store import ConfigStore
+
+    from search_r1_plugin.settings import SearchR1Config
+
+    ConfigStore.instance().store(name="search_r1_settings", node=SearchR1Config().as_dict())
+
+
+# Hydra reads the presets through this package (pkg://search_r1_plugin.config), so importing it is what
+# puts the node in the store before the presets' defaults lists ask for it.
+store_settings_node()
 if not OmegaConf.has_resolver("search_r1_run_identity"):
     OmegaConf.register_new_resolver("search_r1_run_identity", checked_run_identity)
 if not OmegaConf.has_resolver("search_r1_experiment"):

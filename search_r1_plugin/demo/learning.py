@@ -366,6 +366,8 @@ def write_report(results: list[ArmResult], arms: list[Arm], seeds: list[int], ou
 def argv_for_report(args) -> list[str]:
     words = [f"--arms {args.arms}", f"--seeds {args.seeds}", f"--steps {args.steps}", f"--val-every {args.val_every}"]
     words.append(f"--train-datasets {args.train_datasets}")
+    words += [f"--people {args.people}"] if args.people is not None else []
+    words += [f"--test-people {args.test_people}"] if args.test_people is not None else []
     return words + list(args.overrides)
 
 
@@ -380,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(TRAIN_DATASETS),
         help=f"what the arms train on (comma-separated, from {','.join(DATASETS)}); all are validated",
     )
+    p.add_argument("--people", type=int, help="people in the learning world (default 200; more: fewer repeats of a training person)")
+    p.add_argument("--test-people", type=int, help="people only validation questions name (default 48)")
     p.add_argument("--out", type=Path, default=Path("runs/learn"))
     p.add_argument("--warm-start-steps", type=int, default=WARM_START_STEPS, help="second phase (format demonstrations)")
     p.add_argument("--drill-steps", type=int, default=DRILL_STEPS, help="first phase (copy drills)")
@@ -406,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.perf_counter() - t0:7.1f}s] {msg}", flush=True)
 
     log("learning world")
-    world = write_learning_world(out / "world")
+    size = {k: v for k, v in (("num_people", args.people), ("test_people", args.test_people)) if v is not None}
+    world = write_learning_world(out / "world", **size)
     log("FAISS Flat index (MiniLM encoder) and the retrieval server")
     results: list[ArmResult] = []
     with world_retriever(world["corpus"], out) as served:

@@ -30,6 +30,7 @@ PLACE_SYLLABLES = "vor dal mer quen stad hal brin kor lund wick fen gard mos tal
 
 # Every question ends with its subject, so a model that searches with the question copies the one name it
 # has to copy from the same distance back whatever the person (a tiny model learns that copy quickly).
+SEEN_MAX = 200  # training people's one-hop questions validated apart (all of them in the default world: 152)
 QUESTIONS = {"city": "What is the birth city of {name}?", "country": "What is the birth country of {name}?"}
 
 
@@ -114,6 +115,7 @@ def write_learning_world(out: str | Path, **kwargs) -> dict[str, Path]:
             write_jsonl(paths[f"{dataset}/{split}"], rows)
     # The one-hop questions about the training people, as a validation set of their own: EM on people a policy
     # trained on against EM on people it never saw tells reading from remembering.
+    # Capped at SEEN_MAX questions so that a large world's validation stays as cheap as the default one's.
     paths["learn_nq_seen/test"] = out / "learn_nq_seen" / "test.jsonl"
-    write_jsonl(paths["learn_nq_seen/test"], world.questions["learn_nq"]["train"])
+    write_jsonl(paths["learn_nq_seen/test"], world.questions["learn_nq"]["train"][:SEEN_MAX])
     return paths
