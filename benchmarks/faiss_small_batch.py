@@ -1,7 +1,7 @@
 """FAISS exhaustive search of small batches: faiss-cpu's per-query scan vs BLAS, side by side.
 
 faiss-cpu 1.15 wheels scan query by query below ``distance_compute_blas_threshold`` (128,000 there);
-the server sets it to 1 (``retrieval_server.index.use_blas_for_every_batch``). This measures both, and a
+the server sets it to 1 (``retrieval_server.search.index.use_blas_for_every_batch``). This measures both, and a
 torch matmul + top-k, on the same Flat index for the batch sizes a micro-batching server sees.
 
     python benchmarks/faiss_small_batch.py                     # 200k × 384

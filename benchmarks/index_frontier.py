@@ -19,7 +19,7 @@ import time
 import faiss
 import numpy as np
 
-from retrieval_server.index import rerank_exact
+from retrieval_server.search.index import rerank_exact
 
 WIKI18 = 21_015_324
 BUDGET_BYTES = 8 * 2**30

@@ -82,9 +82,9 @@ def padded_flat_index(corpus: Path, encoder_path: str, vectors: int, out: Path, 
     vectors are written as that many shard files over consecutive id ranges (``--index a,b,c``)."""
     import faiss
 
-    from retrieval_server.encoder import Encoder
-    from retrieval_server.index_meta import write_meta
-    from retrieval_server.shards import shard_path, shard_ranges
+    from retrieval_server.data.index_meta import write_meta
+    from retrieval_server.search.encoder import Encoder
+    from retrieval_server.search.shards import shard_path, shard_ranges
 
     out.mkdir(parents=True, exist_ok=True)
     rows = [orjson.loads(line) for line in corpus.read_bytes().splitlines() if line.strip()]

@@ -35,9 +35,9 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from retrieval_server.builder import build_bm25_index
-    from retrieval_server.corpus import Corpus
-    from retrieval_server.index import BM25Retriever
+    from retrieval_server.build.builder import build_bm25_index
+    from retrieval_server.data.corpus import Corpus
+    from retrieval_server.search.index import BM25Retriever
     from search_r1_plugin.cpu.hf_generation import HFGenerator, SamplingRequest
     from search_r1_plugin.protocol import make_messages
     from search_r1_plugin.rollout import run_trajectory

@@ -32,8 +32,8 @@ def serve(cfg: ServeConfig) -> None:
         return
     import uvicorn
 
-    from retrieval_server.app import serving_app
-    from retrieval_server.http_protocol import protocol_with_header_timeout
+    from retrieval_server.http.app import serving_app
+    from retrieval_server.http.protocol import protocol_with_header_timeout
 
     app = serving_app(cfg)
     http = protocol_with_header_timeout(cfg.header_timeout_s)
@@ -56,7 +56,7 @@ def serve_config(cfg: ServeConfig) -> None:
 
 
 def build_index(cfg: BuildConfig) -> None:
-    from retrieval_server.builder import build_bm25_index, build_dense
+    from retrieval_server.build.builder import build_bm25_index, build_dense
 
     print(build_bm25_index(cfg.corpus, cfg.out) if cfg.index_type.upper() == "BM25" else build_dense(cfg))
 
@@ -64,7 +64,7 @@ def build_index(cfg: BuildConfig) -> None:
 def download(cfg: DownloadConfig) -> None:
     import shlex
 
-    from retrieval_server.download import download as fetch_assets
+    from retrieval_server.build.download import download as fetch_assets
 
     serve = fetch_assets(cfg.assets, cfg.index, Path(cfg.out), revision=cfg.revision, ivfpq_factory=cfg.ivfpq_factory)
     print(

@@ -176,7 +176,7 @@ class ServeConfig(EncoderOptions):
         if self.retriever == "flashrag" and not self.flashrag_config:
             raise ValueError("--retriever flashrag needs --flashrag-config (a FlashRAG YAML)")
         if self.retriever in WEB_PROVIDERS:
-            from retrieval_server.web_search import read_api_key
+            from retrieval_server.search.web_search import read_api_key
 
             read_api_key(self.retriever, self.web_api_key_file)  # no key: refused now, naming where it is read from
             if self.rerank_model:
@@ -186,7 +186,7 @@ class ServeConfig(EncoderOptions):
         if self.rerank_model and self.rerank_depth < 1:
             raise ValueError(f"--rerank-depth must be at least 1, got {self.rerank_depth}")
         if self.retriever in ("dense", "torch"):
-            from retrieval_server.index_meta import family_for_serving
+            from retrieval_server.data.index_meta import family_for_serving
 
             family_for_serving(self.index, self.encoder_family)  # a family the index was not built with: refused now
         if self.host not in _LOCAL_HOSTS and self.resolve_api_key() is None:

@@ -1,6 +1,6 @@
 """The retrieval server as a Ray Serve deployment: the same app on N replicas behind Serve's proxy.
 
-Each replica runs exactly what ``search-r1-retriever serve`` runs (:func:`retrieval_server.app.create_app`:
+Each replica runs exactly what ``search-r1-retriever serve`` runs (:func:`retrieval_server.http.app.create_app`:
 ``/retrieve``, ``/health``, ``/metrics``, micro-batching, limits, the request guard and its key), built
 on the replica by a builder function, so the index loads where the replica lives. Serve spreads requests
 over the replicas, replaces one that dies, and (with ``--max-replicas``) scales on ongoing requests.
@@ -16,7 +16,7 @@ Per-replica resources: ``--num-cpus`` / ``--num-gpus`` (fractions allowed, e.g. 
 GPU; Ray sets a replica's thread count from its CPUs). Memory: one copy of the index per replica (Flat:
 vectors × dim × 4 B) — unless ``--shard-deployments``: then each shard file of ``--index a,b,c`` is its own
 deployment (:class:`ShardSearcher`, ``--shard-replicas`` × ``--shard-cpus``), and the app's replicas hold only
-the encoder and a :class:`~retrieval_server.shards.ShardedIndex` of :class:`RemoteShard` handles, which sends a
+the encoder and a :class:`~retrieval_server.search.shards.ShardedIndex` of :class:`RemoteShard` handles, which sends a
 batch's query vectors to every shard at once and merges their answers exactly (with ``--rerank-embeddings``,
 compressed shards re-rank their own candidates first).
 
@@ -42,14 +42,14 @@ DEPLOYMENT = "search_r1_retriever"
 class ShardSearcher:
     """Shard ``i`` of ``shards`` in its own replica: ``search(query vectors, k)`` with local ids. With
     ``rerank_path`` (all N vectors) the shard re-scores its candidates from its own id range of them — the
-    builder's split (:func:`~retrieval_server.shards.shard_ranges`) — so only that slice is read here."""
+    builder's split (:func:`~retrieval_server.search.shards.shard_ranges`) — so only that slice is read here."""
 
     def __init__(
         self, path: str, i: int, shards: int, nprobe: int | None, ef_search: int | None, gpu: bool, rerank_path: str | None, rerank_k: int
     ) -> None:
 
-        from retrieval_server.index import RerankedIndex, read_faiss_index, vectors_on_disk
-        from retrieval_server.shards import shard_ranges
+        from retrieval_server.search.index import RerankedIndex, read_faiss_index, vectors_on_disk
+        from retrieval_server.search.shards import shard_ranges
 
         self.index = read_faiss_index(path, gpu=gpu, nprobe=nprobe, ef_search=ef_search)
         if rerank_path:
@@ -70,7 +70,7 @@ class ShardSearcher:
 
 
 class RemoteShard:
-    """A shard deployment as one shard of a :class:`~retrieval_server.shards.ShardedIndex`: ``start_search``
+    """A shard deployment as one shard of a :class:`~retrieval_server.search.shards.ShardedIndex`: ``start_search``
     sends the query vectors and returns the pending answer, so the index asks every shard before it waits.
     Called from the batcher's worker thread, so it may block on the handle's result."""
 
@@ -94,8 +94,8 @@ def shard_names(cfg: ServeConfig) -> list[str]:
 
 def _replica_app(settings: dict[str, Any]):
     """Runs on each replica: the ASGI app of these settings (the index loads in it)."""
-    from retrieval_server.app import serving_app
-    from retrieval_server.shards import ShardedIndex
+    from retrieval_server.http.app import serving_app
+    from retrieval_server.search.shards import ShardedIndex
 
     cfg = ServeConfig(**settings)
     names = shard_names(cfg)

@@ -60,7 +60,7 @@ def _run_eval(args: argparse.Namespace, gen, method: str, out_dir: Path, retriev
     return asyncio.run(
         evaluate(
             method=method,
-            generate=gen,
+            policy=gen,
             tokenizer=gen.tokenizer,
             datasets=datasets,
             local_dir=Path(args.data_dir) if args.data_dir else None,

@@ -17,7 +17,7 @@ What every caller can rely on:
 * with ``one_at_a_time``, batches run one after the other (one model on one device): items that arrive
   while a batch runs make up the next one.
 
-The retrieval server keeps its own :class:`retrieval_server.batcher.MicroBatcher` (it must stay
+The retrieval server keeps its own :class:`retrieval_server.search.batcher.MicroBatcher` (it must stay
 standalone, and it also bounds its queue).
 """
 

@@ -26,7 +26,7 @@ def sample_world(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def dense_index(sample_world, minilm_path, tmp_path_factory):
-    from retrieval_server.builder import build_dense_index
+    from retrieval_server.build.builder import build_dense_index
 
     out = tmp_path_factory.mktemp("dense")
     summary = build_dense_index(sample_world["corpus"], minilm_path, out, index_type="Flat", shard_size=50, save_embedding=True)
@@ -39,7 +39,7 @@ def approximate_shards(sample_world, minilm_path, dense_index, tmp_path_factory)
     and the vectors for re-ranking: ``{"HNSW32": "a,b,c", "IVF4,PQ16x4": "a,b,c", "vectors": memmap}``."""
     import shutil
 
-    from retrieval_server.builder import build_dense_index
+    from retrieval_server.build.builder import build_dense_index
 
     out = tmp_path_factory.mktemp("approximate_shards")
     shutil.copytree(dense_index.index_path.parent / "shards_minilm", out / "shards_minilm")
@@ -56,7 +56,7 @@ def approximate_shards(sample_world, minilm_path, dense_index, tmp_path_factory)
 
 @pytest.fixture(scope="session")
 def bm25_index(sample_world, tmp_path_factory):
-    from retrieval_server.builder import build_bm25_index
+    from retrieval_server.build.builder import build_bm25_index
 
     return build_bm25_index(sample_world["corpus"], tmp_path_factory.mktemp("bm25"))
 

@@ -193,7 +193,7 @@ def test_bad_setting_fails_at_start_with_key(tiny_model_dir, tiny_tokenizer, bm2
 def test_reward_reads_only_what_the_model_wrote(tiny_model_dir, tiny_tokenizer, sample_world, tmp_path):
     """A retrieved passage holding ``<answer>gold</answer>``, and the invalid-action message (which holds
     ``<answer> and </answer>``), are in verl's decoded response; neither may be scored as the model's answer."""
-    from retrieval_server.builder import build_bm25_index
+    from retrieval_server.build.builder import build_bm25_index
     from search_r1_plugin.sandbox.server_process import retrieval_server
 
     corpus = tmp_path / "trap.jsonl"

@@ -5,7 +5,7 @@ import threading
 
 import numpy as np
 
-from retrieval_server.batcher import MicroBatcher
+from retrieval_server.search.batcher import MicroBatcher
 
 
 class RecordingSearch:

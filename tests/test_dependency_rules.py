@@ -81,15 +81,25 @@ def test_no_setting_default_is_written_twice():
     assert not copies, "defaults written outside their home:\n" + "\n".join(copies)
 
 
-def test_no_import_circle_in_the_retrieval_server():
-    """Modules of the server import each other one way only (imports inside functions count)."""
+def _server_imports() -> dict[str, set[str]]:
+    """Module of the retrieval server (dotted, under the package) -> the server modules it imports,
+    imports inside functions included."""
     graph: dict[str, set[str]] = {}
-    for path in sorted((ROOT / "retrieval_server").glob("*.py")):
+    package = ROOT / "retrieval_server"
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(package).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts) or "__init__"
         deps = set()
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("retrieval_server."):
-                deps.add(node.module.split(".")[1])
-        graph[path.stem] = deps - {path.stem}
+                deps.add(node.module.removeprefix("retrieval_server."))
+        graph[name] = deps - {name}
+    return graph
+
+
+def test_no_import_circle_in_the_retrieval_server():
+    """Modules of the server import each other one way only (imports inside functions count)."""
+    graph = _server_imports()
 
     def reach(start: str, node: str, seen: set[str]) -> list[str] | None:
         for nxt in sorted(graph.get(node, ())):
@@ -104,3 +114,20 @@ def test_no_import_circle_in_the_retrieval_server():
 
     circles = [" -> ".join(c) for m in graph if (c := reach(m, m, set()))]
     assert not circles, circles
+
+
+# The folders follow a request's way in: http/ (the app) calls search/ (what answers a query), which reads
+# data/ (the files' formats); build/ makes those files. Nothing calls back up the way.
+MAY_NOT_IMPORT = {"http": set(), "build": {"http"}, "search": {"http", "build"}, "data": {"http", "build", "search"}}
+
+
+def test_the_retrieval_server_folders_are_layered():
+    graph = _server_imports()
+    assert {name.split(".")[0] for name in graph} >= set(MAY_NOT_IMPORT), "the folders of the server changed"
+    wrong = [
+        f"{name} imports {dep}"
+        for name, deps in graph.items()
+        for dep in deps
+        if name.split(".")[0] in MAY_NOT_IMPORT and dep.split(".")[0] in MAY_NOT_IMPORT[name.split(".")[0]]
+    ]
+    assert not wrong, wrong

@@ -102,7 +102,7 @@ def test_a_download_interrupted_half_way_resumes(hub, tmp_path):
 def test_ivfpq_is_built_from_the_flat_vectors_and_re_ranks_exactly(hub, tmp_path):
     import faiss
 
-    from retrieval_server.index import RerankedIndex, vectors_on_disk
+    from retrieval_server.search.index import RerankedIndex, vectors_on_disk
 
     out = tmp_path / "wiki18"
     stdout = run(hub, out, "--index", "ivfpq", "--ivfpq-factory", "IVF4,PQ16x4")
@@ -130,7 +130,7 @@ def test_not_enough_disk_is_refused_before_any_download(hub, tmp_path, monkeypat
 
     import huggingface_hub.constants
 
-    from retrieval_server import download
+    from retrieval_server.build import download
 
     fake_hub.requests.clear()
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # the session's tests run offline

@@ -58,7 +58,7 @@ def run_eval(world, tmp_path, gen, tokenizer, url, method="search_r1", limit=6, 
     return asyncio.run(
         evaluate(
             method=method,
-            generate=gen,
+            policy=gen,
             tokenizer=tokenizer,
             datasets=DATASETS,
             local_dir=world["corpus"].parent,

@@ -14,7 +14,7 @@ import yaml
 
 
 def test_flashrag_dense_retriever_matches_brute_force(sample_world, dense_index, minilm_path, tmp_path):
-    from retrieval_server.encoder import Encoder
+    from retrieval_server.search.encoder import Encoder
     from search_r1_plugin.sandbox.server_process import retrieval_server
 
     config = tmp_path / "flashrag.yaml"

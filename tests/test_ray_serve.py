@@ -198,7 +198,7 @@ def test_one_deployment_per_shard_answers_like_the_unsharded_index(
     unsharded Flat index's (the session's plain dense server). Flat shards from ``build-index --index-shards 3``;
     IVF-PQ shards each re-rank their candidates from their slice of the on-disk vectors (every list probed,
     every passage a candidate, so the answer must be exact)."""
-    from retrieval_server.builder import build_dense_index
+    from retrieval_server.build.builder import build_dense_index
     from search_r1_plugin.sandbox.server_process import retrieval_server
 
     if kind == "Flat":

@@ -37,8 +37,8 @@ def expected(cross_encoder, first_stage, document, queries, k, depth):
 
 
 def test_the_served_order_is_the_cross_encoders(cross_encoder, dense_args, tmp_path):
-    from retrieval_server.backend import build_backend
     from retrieval_server.config import ServeConfig
+    from retrieval_server.search.backend import build_backend
     from search_r1_plugin.sandbox.server_process import retrieval_server
 
     plain = build_backend(ServeConfig(index=dense_args[1], corpus=dense_args[3], encoder=dense_args[5]))
@@ -60,8 +60,8 @@ def test_the_served_order_is_the_cross_encoders(cross_encoder, dense_args, tmp_p
 
 @pytest.mark.parametrize("stage", ["bm25", "IVF-PQ shards"])
 def test_every_first_stage_can_be_re_ranked(stage, cross_encoder, bm25_args, dense_args, approximate_shards):
-    from retrieval_server.backend import build_backend
     from retrieval_server.config import ServeConfig
+    from retrieval_server.search.backend import build_backend
 
     if stage == "bm25":
         cfg = ServeConfig(retriever="bm25", index=bm25_args[3], corpus=bm25_args[5])

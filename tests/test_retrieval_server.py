@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 import pytest
 
-from retrieval_server.encoder import method_name
+from retrieval_server.search.encoder import method_name
 
 # The payload the original Search-R1 trainer sends, and how it reads the answer.
 ORIGINAL_PAYLOAD = {"queries": ["In which city was the painter born?", "capital of a country"], "topk": 3, "return_scores": True}
@@ -38,7 +38,7 @@ def test_return_scores_false_gives_documents(dense_server):
 
 
 def test_flat_results_equal_brute_force(dense_server, dense_index, sample_world, minilm_path):
-    from retrieval_server.encoder import Encoder
+    from retrieval_server.search.encoder import Encoder
 
     emb = np.memmap(dense_index.index_path.parent / f"emb_{method_name(minilm_path)}.memmap", dtype=np.float32, mode="r").reshape(-1, 384)
     queries = ["In which country was a poet born?", "founded in 1200", "chemist", "Lobelguia capital"]
@@ -206,7 +206,7 @@ def test_index_file_names_come_from_the_model_not_where_it_lives(minilm_path, tm
 
 
 def test_builder_resumes_after_interruption(sample_world, minilm_path, tmp_path):
-    from retrieval_server.builder import build_dense_index
+    from retrieval_server.build.builder import build_dense_index
 
     out = tmp_path / "idx"
     cmd = [
@@ -255,7 +255,7 @@ def test_index_corpus_mismatch_is_reported(sample_world, dense_index, minilm_pat
 
 
 def test_corpus_lookup_exact(sample_world):
-    from retrieval_server.corpus import Corpus
+    from retrieval_server.data.corpus import Corpus
 
     lines = [json.loads(line) for line in open(sample_world["corpus"])]
     c = Corpus(sample_world["corpus"])
@@ -267,7 +267,7 @@ def test_corpus_lookup_exact(sample_world):
 
 
 def test_rerank_exact_matches_brute_force():
-    from retrieval_server.index import rerank_exact
+    from retrieval_server.search.index import rerank_exact
 
     rng = np.random.default_rng(0)
     emb = rng.standard_normal((500, 16)).astype(np.float32)
@@ -287,7 +287,7 @@ def test_rerank_exact_matches_brute_force():
 
 def test_server_rerank_from_disk_memmap(sample_world, dense_index, dense_args, minilm_path, tmp_path):
     """The --rerank-embeddings path end to end: results equal exact search over the on-disk vectors."""
-    from retrieval_server.encoder import Encoder
+    from retrieval_server.search.encoder import Encoder
     from search_r1_plugin.sandbox.server_process import retrieval_server
 
     memmap = dense_index.index_path.parent / f"emb_{method_name(minilm_path)}.memmap"
@@ -353,7 +353,7 @@ def test_encoder_family_is_recorded_with_the_index_and_wins_over_the_name(
 
 
 def test_encoder_family_guess_and_explicit_setting():
-    from retrieval_server.encoder import guess_family, resolve_family
+    from retrieval_server.search.encoder import guess_family, resolve_family
 
     assert guess_family("intfloat/e5-base-v2") == "e5" and guess_family("BAAI/bge-large-en-v1.5") == "bge"
     assert guess_family("/models/all-MiniLM-L6-v2") == "plain"
@@ -381,7 +381,7 @@ def test_non_finite_numbers_are_a_422_not_a_500(dense_server):
 def test_every_corpus_row_shape_is_answered_as_the_wire_format(tmp_path):
     """Corpora in the wild: integer ids, no id, title/text instead of contents. Every hit comes back as the
     server's Document promises (string id, contents "Title"\\ntext, other fields kept), never a 500."""
-    from retrieval_server.builder import build_bm25_index
+    from retrieval_server.build.builder import build_bm25_index
     from search_r1_plugin.sandbox.server_process import retrieval_server
 
     rows = [
@@ -549,7 +549,7 @@ def test_loaded_faiss_indexes_search_small_batches_with_blas(dense_index, tmp_pa
     Loading an index for serving sets the threshold to 1; results stay those of exact search."""
     import faiss
 
-    from retrieval_server.index import load_faiss_index
+    from retrieval_server.search.index import load_faiss_index
 
     faiss.cvar.distance_compute_blas_threshold = 128_000
     index = load_faiss_index(dense_index.index_path)
@@ -562,7 +562,7 @@ def test_loaded_faiss_indexes_search_small_batches_with_blas(dense_index, tmp_pa
 
 
 def test_merge_is_exact_and_ties_go_to_the_lower_id():
-    from retrieval_server.shards import ShardedIndex, canonical_order, merge_topk, shard_ranges
+    from retrieval_server.search.shards import ShardedIndex, canonical_order, merge_topk, shard_ranges
 
     assert shard_ranges(10, 3) == [(0, 3), (3, 7), (7, 10)]
     # two shards with a tie at the cut: ids 1 (shard 0) and 5 (shard 1, local 0) both score 0.5
@@ -594,7 +594,7 @@ def test_merge_is_exact_and_ties_go_to_the_lower_id():
 def test_sharded_index_served_equals_the_unsharded_one(sample_world, minilm_path, tmp_path):
     """build-index --index-shards 3, served as --index a,b,c: every query's ids and scores equal the
     unsharded Flat index's, through real server processes."""
-    from retrieval_server.builder import build_dense_index
+    from retrieval_server.build.builder import build_dense_index
     from search_r1_plugin.sandbox.server_process import retrieval_server
 
     whole = build_dense_index(sample_world["corpus"], minilm_path, tmp_path / "whole", index_type="Flat")
@@ -612,14 +612,14 @@ def test_sharded_index_served_equals_the_unsharded_one(sample_world, minilm_path
 
 
 def exact_top(queries: np.ndarray, vectors: np.ndarray, k: int):
-    from retrieval_server.shards import canonical_order
+    from retrieval_server.search.shards import canonical_order
 
     scores = queries @ vectors.T
     return canonical_order(scores, np.broadcast_to(np.arange(len(vectors)), scores.shape), k)
 
 
 def shard_queries(sample_world, minilm_path, n=60):
-    from retrieval_server.encoder import Encoder
+    from retrieval_server.search.encoder import Encoder
 
     questions = [json.loads(line)["question"] for line in open(sample_world["sample_nq/test"])][:n]
     return Encoder(minilm_path).encode(questions, is_query=True, batch_size=64)
@@ -632,7 +632,7 @@ def recall(got_ids, want_ids) -> float:
 def ray_path_search(paths: str, queries, k, **kw):
     """What shard deployments compute: each shard in a ShardSearcher (the Serve deployment's class), merged."""
     from retrieval_server.ray_serve import ShardSearcher
-    from retrieval_server.shards import merge_topk, shard_offsets
+    from retrieval_server.search.shards import merge_topk, shard_offsets
 
     files = paths.split(",")
     searchers = [
@@ -646,8 +646,8 @@ def ray_path_search(paths: str, queries, k, **kw):
 def test_hnsw_shards_merge_on_exact_scores(approximate_shards, sample_world, minilm_path):
     """HNSW shards (Flat storage) score their hits exactly, so the merge ranks true inner products: recall
     against brute force stays high, and the Serve shard path answers exactly like the in-process one."""
-    from retrieval_server.index import load_faiss_index
-    from retrieval_server.shards import canonical_order
+    from retrieval_server.search.index import load_faiss_index
+    from retrieval_server.search.shards import canonical_order
 
     vectors = np.memmap(approximate_shards["vectors"], dtype=np.float32, mode="r").reshape(-1, 384)
     q = shard_queries(sample_world, minilm_path)
@@ -662,9 +662,9 @@ def test_ivfpq_shards_rerank_their_own_candidates(approximate_shards, sample_wor
     """IVF-PQ shards re-rank their candidates from their own slice of the vectors: with every list probed and
     every passage a candidate the result is brute force id for id; at realistic settings the scores are still
     exact and recall beats the PQ codes alone. A shard given vectors of another split is refused."""
-    from retrieval_server.index import load_faiss_index
     from retrieval_server.ray_serve import ShardSearcher
-    from retrieval_server.shards import canonical_order
+    from retrieval_server.search.index import load_faiss_index
+    from retrieval_server.search.shards import canonical_order
 
     vectors = np.memmap(approximate_shards["vectors"], dtype=np.float32, mode="r").reshape(-1, 384)
     paths = approximate_shards["IVF4,PQ16x4"]

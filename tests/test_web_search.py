@@ -31,7 +31,7 @@ def post(url, queries, topk=3, return_scores=False):
 
 
 def served(provider, provider_url, tmp_path, monkeypatch, key=fake_web_search.KEY, extra=()):
-    from retrieval_server.web_search import PROVIDERS
+    from retrieval_server.search.web_search import PROVIDERS
     from search_r1_plugin.sandbox.server_process import retrieval_server
 
     monkeypatch.setenv(PROVIDERS[provider].key_env, key)
@@ -115,3 +115,39 @@ def test_no_key_is_a_clear_error_before_serving(tmp_path, monkeypatch):
         [sys.executable, "-m", "retrieval_server", "serve", "--retriever", "serper"], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 2 and "set SERPER_API_KEY or pass --web-api-key-file" in out.stderr
+
+
+def test_the_http_session_closes_with_the_server_and_with_its_event_loop(provider_url, tmp_path):
+    """The app's shutdown closes the provider session (``Backend.aclose``); a search from a new event loop
+    closes the old loop's session there while that loop still runs (no unclosed-session leak)."""
+    import asyncio
+
+    from retrieval_server.search.web_search import WebSearch
+
+    web = WebSearch(
+        "serper",
+        fake_web_search.KEY,
+        base_url=provider_url,
+        cache_path=tmp_path / "c.sqlite",
+        rate_limit=100.0,
+        concurrency=4,
+        retries=0,
+        timeout_s=30.0,
+        cost_per_call=None,
+    )
+    first_loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=first_loop.run_forever, daemon=True)
+    runner.start()
+    asyncio.run_coroutine_threadsafe(web.asearch(["first"], 2), first_loop).result(timeout=60)
+    first = web.session
+
+    async def on_a_new_loop():
+        await web.asearch(["second"], 2)
+        second = web.session
+        await web.aclose()
+        return second
+
+    second = asyncio.run(on_a_new_loop())
+    time.sleep(0.5)  # the old loop runs the close it was handed
+    assert first is not second and first.closed and second.closed
+    first_loop.call_soon_threadsafe(first_loop.stop)

@@ -31,7 +31,7 @@ from search_r1_plugin.trajectory_html import trajectory_spans
 
 @dataclass
 class MethodContext:
-    generate: Policy  # search_r1_plugin.policy: await generate(ids, max_tokens, stop)
+    policy: Policy  # search_r1_plugin.policy: await policy(ids, max_tokens, stop)
     tokenizer: Any
     retrieve: Retrieve
     config: SearchR1Config = field(default_factory=SearchR1Config)
@@ -59,7 +59,7 @@ async def _protocol(
 ) -> MethodResult:
     prompt_ids = chat_prompt_ids(ctx.tokenizer, messages)
     traj = await run_trajectory(
-        prompt_ids, ctx.generate, retrieve or ctx.retrieve, ctx.tokenizer, cfg, ctx.response_length, on_event=ctx.on_event
+        prompt_ids, ctx.policy, retrieve or ctx.retrieve, ctx.tokenizer, cfg, ctx.response_length, on_event=ctx.on_event
     )
     decode = lambda ids: ctx.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
     text = decode(traj.response_ids)
@@ -101,7 +101,7 @@ async def ircot(question: str, ctx: MethodContext, max_steps: int = 5) -> Method
     for step in range(max_steps):
         prompt = IRCOT_TEMPLATE.format(documents=format_docs(list(docs.values())), question=q, reasoning=reasoning)
         ids = chat_prompt_ids(ctx.tokenizer, [{"role": "user", "content": prompt}])
-        out, _ = await ctx.generate(ids, ctx.config.max_turn_tokens, stop=[". ", "\n", "</answer>"])
+        out, _ = await ctx.policy(ids, ctx.config.max_turn_tokens, stop=[". ", "\n", "</answer>"])
         sentence = ctx.tokenizer.decode(out, skip_special_tokens=True)
         reasoning += sentence
         if ctx.on_event:
@@ -125,7 +125,7 @@ async def search_o1(question: str, ctx: MethodContext) -> MethodResult:
         docs = await ctx.retrieve(query, k)
         prompt = SEARCH_O1_REASON_TEMPLATE.format(query=query, question=q, documents=format_docs(docs))
         ids = chat_prompt_ids(ctx.tokenizer, [{"role": "user", "content": prompt}])
-        out, _ = await ctx.generate(ids, ctx.config.max_obs_length, stop=["\n\n"])
+        out, _ = await ctx.policy(ids, ctx.config.max_obs_length, stop=["\n\n"])
         summary = ctx.tokenizer.decode(out, skip_special_tokens=True).strip()
         return [{"document": {"id": "reasoned", "contents": f'"{query}"\n{summary}'}}]
 

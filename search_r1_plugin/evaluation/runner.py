@@ -144,7 +144,7 @@ def plot(out_dir: Path, label: str, scores: dict[str, dict[str, float]], paper: 
 async def evaluate(
     *,
     method: str,
-    generate: Any,
+    policy: Any,
     tokenizer: Any,
     datasets: list[tuple[str, str]],
     local_dir: Optional[Path],
@@ -180,7 +180,7 @@ async def evaluate(
     fallback = fallback_client.search if fallback_client else None
     budget = response_budget(config.max_turns, config.max_turn_tokens, config.max_obs_length)  # as training computes it
     retrieve = options.retriever(client.search, fallback)
-    ctx = MethodContext(generate=generate, tokenizer=tokenizer, retrieve=retrieve, config=config, response_length=budget)
+    ctx = MethodContext(policy=policy, tokenizer=tokenizer, retrieve=retrieve, config=config, response_length=budget)
     expected = {}
     out_dir.mkdir(parents=True, exist_ok=True)
     questions = {}

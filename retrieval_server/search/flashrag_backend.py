@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from retrieval_server.corpus import wire_document
+from retrieval_server.data.corpus import wire_document
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class FlashRAGRetriever:
     def from_config(cls, config_path: str | Path, **overrides: Any) -> "FlashRAGRetriever":
         from flashrag.utils import get_retriever
 
-        from retrieval_server.index import use_blas_for_every_batch
+        from retrieval_server.search.index import use_blas_for_every_batch
 
         use_blas_for_every_batch()  # FlashRAG's dense retrievers search FAISS in small batches too
         config = flashrag_config(config_path, {k: v for k, v in overrides.items() if v is not None})

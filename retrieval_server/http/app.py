@@ -6,9 +6,9 @@ The pydantic models below are the contract. ``return_scores=true`` gives
 Heavy state (encoder, index, corpus) loads in a background thread after the
 port opens: ``/health`` answers 503 ``loading`` until it is ready, then 200.
 
-Before the app sees a request, :class:`~retrieval_server.guard.RequestGuard` checks the key (from the
+Before the app sees a request, :class:`~retrieval_server.http.guard.RequestGuard` checks the key (from the
 headers alone), the body's size (413) and its pace (408). A full queue answers 429 with
-``Retry-After`` (:class:`~retrieval_server.batcher.Overloaded`).
+``Retry-After`` (:class:`~retrieval_server.search.batcher.Overloaded`).
 """
 
 from __future__ import annotations
@@ -33,13 +33,13 @@ except ImportError:  # pragma: no cover
     FastJSONResponse = JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
-from retrieval_server.backend import Backend, build_backend
-from retrieval_server.batcher import MicroBatcher, Overloaded
 from retrieval_server.config import ServeConfig
 from retrieval_server.errors import UpstreamError
-from retrieval_server.guard import RequestGuard, bearer_token_ok
+from retrieval_server.http.guard import RequestGuard, bearer_token_ok
+from retrieval_server.http.metrics import CONTENT_TYPE, ServerMetrics
 from retrieval_server.limits import Limits
-from retrieval_server.metrics import CONTENT_TYPE, ServerMetrics
+from retrieval_server.search.backend import Backend, build_backend
+from retrieval_server.search.batcher import MicroBatcher, Overloaded
 
 logger = logging.getLogger(__name__)
 
@@ -238,6 +238,8 @@ def create_app(
         task.cancel()
         if server.batcher is not None:
             await server.batcher.stop()
+        if server.backend is not None and server.backend.aclose is not None:
+            await server.backend.aclose()
 
     # With a key, nothing but readiness is public: no API docs, no model/index details on /health.
     public_docs = {} if api_key is None else {"docs_url": None, "redoc_url": None, "openapi_url": None}
@@ -256,7 +258,7 @@ def create_app(
 
 def serving_app(cfg: ServeConfig, *, load_before_serving: bool = False, index_factory: Callable[[], Any] | None = None) -> Any:
     """The app for ``cfg``, its settings checked first (``serve`` runs it under uvicorn, each Ray Serve
-    replica under Serve); the retriever is built by :func:`~retrieval_server.backend.build_backend` once
+    replica under Serve); the retriever is built by :func:`~retrieval_server.search.backend.build_backend` once
     the app runs. ``index_factory`` gives the index already at hand (the Ray shard deployments)."""
     cfg.check()
     return create_app(

@@ -35,7 +35,7 @@ class CrossEncoderReranker:
         import torch
         from sentence_transformers import CrossEncoder
 
-        from retrieval_server.encoder import pick_device
+        from retrieval_server.search.encoder import pick_device
 
         self.first_stage = search
         self.document = document

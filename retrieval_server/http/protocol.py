@@ -3,7 +3,7 @@
 uvicorn bounds neither how long a new connection may stay silent nor how slowly a request's headers may
 arrive: its keep-alive timer starts only after a response, and any byte received cancels it. A client that
 opens connections and sends nothing, or sends its headers a byte every few seconds (slowloris), holds a
-connection of the server's for ever. The request guard (:mod:`retrieval_server.guard`) bounds the body,
+connection of the server's for ever. The request guard (:mod:`retrieval_server.http.guard`) bounds the body,
 but only once the headers are complete and the app sees the request; this bounds what comes before.
 
 The deadline starts when the connection opens and again when a response ends (the next request's head);

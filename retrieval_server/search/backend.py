@@ -3,7 +3,7 @@
 ``build_backend`` is called where the index is to live — in the server process after its port opens, or
 on each Ray Serve replica — and is the only place that turns settings into loaded objects. ``index``
 replaces the FAISS file(s) of ``cfg.index`` with an index already at hand: the Ray shard deployments
-(:class:`~retrieval_server.shards.ShardedIndex` of remote shards).
+(:class:`~retrieval_server.search.shards.ShardedIndex` of remote shards).
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ class Backend:
     # queries searched one by one, concurrently, outside the micro-batcher (web search): ``await asearch(queries, k)``
     asearch: Optional[Callable] = None
     collector: Any = None  # extra Prometheus metrics for /metrics
+    aclose: Optional[Callable] = None  # ``await aclose()`` when the server stops (open HTTP sessions)
 
 
 def build_backend(cfg: ServeConfig, index: Any = None) -> Backend:
     backend = _first_stage(cfg, index)
     if cfg.rerank_model:
-        from retrieval_server.reranker import CrossEncoderReranker
+        from retrieval_server.search.reranker import CrossEncoderReranker
 
         reranker = CrossEncoderReranker(
             backend.search, backend.document, cfg.rerank_model, depth=cfg.rerank_depth, batch_size=cfg.rerank_batch_size, device=cfg.device
@@ -45,7 +46,7 @@ def build_backend(cfg: ServeConfig, index: Any = None) -> Backend:
 
 def _first_stage(cfg: ServeConfig, index: Any) -> Backend:
     if cfg.retriever in WEB_PROVIDERS:
-        from retrieval_server.web_search import WebSearch, cache_path_default, read_api_key
+        from retrieval_server.search.web_search import WebSearch, cache_path_default, read_api_key
 
         web = WebSearch(
             cfg.retriever,
@@ -59,9 +60,11 @@ def _first_stage(cfg: ServeConfig, index: Any) -> Backend:
             cost_per_call=cfg.web_cost_per_call,
         )
         description = f"web search {cfg.retriever} ({web.base_url}), cache {web.cache_path}"
-        return Backend(search=None, asearch=web.asearch, document=lambda doc: doc, size=0, description=description, collector=web)
+        return Backend(
+            search=None, asearch=web.asearch, document=lambda doc: doc, size=0, description=description, collector=web, aclose=web.aclose
+        )
     if cfg.retriever == "flashrag":
-        from retrieval_server.flashrag_backend import FlashRAGRetriever
+        from retrieval_server.search.flashrag_backend import FlashRAGRetriever
 
         retriever = FlashRAGRetriever.from_config(
             cfg.flashrag_config, index_path=cfg.index, corpus_path=cfg.corpus, retrieval_topk=cfg.topk
@@ -70,11 +73,11 @@ def _first_stage(cfg: ServeConfig, index: Any) -> Backend:
             search=retriever.search, document=lambda doc: doc, size=len(retriever), description=f"flashrag {cfg.flashrag_config}"
         )
 
-    from retrieval_server.corpus import Corpus
+    from retrieval_server.data.corpus import Corpus
 
     corpus = Corpus(cfg.corpus)
     if cfg.retriever == "bm25":
-        from retrieval_server.index import BM25Retriever
+        from retrieval_server.search.index import BM25Retriever
 
         retriever = BM25Retriever(cfg.index)
         retriever.search(["warm up"], 1)  # numba/JIT warm-up so the first request is not slow
@@ -89,9 +92,9 @@ def _first_stage(cfg: ServeConfig, index: Any) -> Backend:
 def _dense_retriever(cfg: ServeConfig, index: Any):
     import numpy as np
 
-    from retrieval_server.encoder import Encoder
-    from retrieval_server.index import DenseRetriever, TorchExactIndex, load_faiss_index, vectors_on_disk
-    from retrieval_server.index_meta import family_for_serving
+    from retrieval_server.data.index_meta import family_for_serving
+    from retrieval_server.search.encoder import Encoder
+    from retrieval_server.search.index import DenseRetriever, TorchExactIndex, load_faiss_index, vectors_on_disk
 
     encoder = Encoder(
         cfg.encoder,

@@ -210,16 +210,25 @@ class WebSearch:
         self.backoff_s = backoff_s
         self.counts = {"calls": 0, "cache_hits": 0, "errors": 0, "retries": 0}
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self.session = None
 
     def _loop_state(self) -> None:
         import aiohttp
 
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # semaphores, buckets and sessions belong to one event loop
-            self._loop = loop
+            old, old_loop, self._loop = self.session, self._loop, loop
+            if old is not None and not old.closed and old_loop is not None and old_loop.is_running():
+                # the old session's connections live on its loop, which still runs: close it there
+                asyncio.run_coroutine_threadsafe(old.close(), old_loop)
             self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
             self.slots = asyncio.Semaphore(self.concurrency)
             self.bucket = TokenBucket(self.rate_limit, burst=max(1, int(self.rate_limit)))
+
+    async def aclose(self) -> None:
+        """Close the HTTP session (the server's shutdown): otherwise aiohttp warns of an unclosed session."""
+        if self.session is not None and not self.session.closed and self._loop is asyncio.get_running_loop():
+            await self.session.close()
 
     async def asearch(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         self._loop_state()

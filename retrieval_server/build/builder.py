@@ -22,8 +22,8 @@ import numpy as np
 from tqdm import tqdm
 
 from retrieval_server.config import BuildConfig
-from retrieval_server.corpus import Corpus
-from retrieval_server.encoder import Encoder, method_name
+from retrieval_server.data.corpus import Corpus
+from retrieval_server.search.encoder import Encoder, method_name
 
 logger = logging.getLogger(__name__)
 
@@ -115,11 +115,11 @@ def build_dense_index(corpus_path: str | Path, encoder_name: str, out_dir: str |
 
 def build_dense(cfg: BuildConfig) -> BuildSummary:
     """Encode the corpus (resumably, in shards on disk) and write the FAISS index, or ``index_shards``
-    indexes over consecutive id ranges (``retrieval_server.shards``) for an index too big for one host."""
+    indexes over consecutive id ranges (``retrieval_server.search.shards``) for an index too big for one host."""
     import faiss
 
-    from retrieval_server.index_meta import write_meta
-    from retrieval_server.shards import shard_path, shard_ranges
+    from retrieval_server.data.index_meta import write_meta
+    from retrieval_server.search.shards import shard_path, shard_ranges
 
     t0 = time.perf_counter()
     out_dir = Path(cfg.out)
@@ -157,11 +157,11 @@ def build_dense(cfg: BuildConfig) -> BuildSummary:
 
 
 def build_bm25_index(corpus_path: str | Path, out_dir: str | Path) -> BuildSummary:
-    """A ``bm25s`` index of the corpus in ``out_dir/bm25`` (tokenised as :class:`~retrieval_server.index.BM25Retriever`
+    """A ``bm25s`` index of the corpus in ``out_dir/bm25`` (tokenised as :class:`~retrieval_server.search.index.BM25Retriever`
     tokenises queries)."""
     import bm25s
 
-    from retrieval_server.index import make_stemmer
+    from retrieval_server.search.index import make_stemmer
 
     t0 = time.perf_counter()
     corpus = Corpus(corpus_path)

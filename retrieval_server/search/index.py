@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from retrieval_server.shards import ShardedIndex, canonical_order, shard_offsets
+from retrieval_server.search.shards import ShardedIndex, canonical_order, shard_offsets
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def load_faiss_index(
     """Read a FAISS index (e.g. the original ``e5_Flat.index``), optionally sharded over all GPUs in fp16.
 
     Several paths, comma-separated in id order (the builder's ``--index-shards``), load as one
-    :class:`~retrieval_server.shards.ShardedIndex` with an exact merge. With ``rerank_embeddings`` (all N
+    :class:`~retrieval_server.search.shards.ShardedIndex` with an exact merge. With ``rerank_embeddings`` (all N
     vectors, e.g. the builder's ``emb_<method>.memmap``) every shard re-scores its own candidates from its
     slice of them (:class:`RerankedIndex`), so the merge compares exact scores; ``rerank_k`` candidates each
     (default: the server's ``--rerank-k``)."""

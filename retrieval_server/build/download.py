@@ -228,7 +228,7 @@ def decompress_corpus(corpus: Remote, out: Path, revision: str, log: Callable[[s
 
 
 def write_family_meta(index_path: Path, assets: Assets) -> None:
-    from retrieval_server.encoder import FAMILIES
+    from retrieval_server.search.encoder import FAMILIES
 
     family = FAMILIES[assets.family]
     meta = {
@@ -264,7 +264,7 @@ def download(
         raise ValueError(f"not enough disk space in {out}: about {need / GB:.1f} GB needed, {free / GB:.1f} GB free")
     corpus_path = decompress_corpus(corpus, out, revision, log)
     if index == "bm25":
-        from retrieval_server.builder import build_bm25_index
+        from retrieval_server.build.builder import build_bm25_index
 
         summary = build_bm25_index(corpus_path, out)
         return ["search-r1-retriever", "serve", "--retriever", "bm25", "--index", str(summary.index_path), "--corpus", str(corpus_path)]
@@ -273,12 +273,12 @@ def download(
     serve = ["search-r1-retriever", "serve", "--corpus", str(corpus_path), "--encoder", assets.encoder]
     if index == "flat":
         return [*serve, "--index", str(flat)]
-    from retrieval_server.index import vectors_on_disk
+    from retrieval_server.search.index import vectors_on_disk
 
     vectors = vectors_on_disk(flat)
     ivf_path = out / f"{assets.family}_{ivfpq_factory.replace(',', '_')}.index"
     if not ivf_path.exists():
-        from retrieval_server.builder import build_faiss
+        from retrieval_server.build.builder import build_faiss
 
         log(f"{ivf_path.name}: about {ivfpq_bytes(len(vectors), ivfpq_factory) / GB:.1f} GB of RAM to build and to serve")
         import faiss
