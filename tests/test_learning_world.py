@@ -89,3 +89,19 @@ def test_copy_drills_make_every_name_one_the_model_writes(world):
             assert text.endswith(f"<search> {question} </search>")
         else:  # a name read in the prompt, not the question's answer
             assert re.search(r"<answer> (\w+) </answer>", text).group(1) in names_in(prompt.rsplit("Question:", 1)[0], set(names))
+
+
+def test_copy_drills_tell_no_fact_of_the_world(world):
+    """The drills show every passage ten times: were they the real passages, a tiny model would learn who was
+    born where (it did: the R1 arm, which never searches, then answered held-out people right). Each round's
+    passages are recombined, so a person appears beside their real city about as often as beside any other."""
+    names = world.entity_names()
+    people = [p["name"] for p in world.people]
+    questions = [q["question"] for q in world.questions["learn_nq"]["train"]]
+    drills = copy_drills(questions, world.passages, names, rounds=10, seed=0, practice=world.practice, people=people)
+    born = dict(re.findall(r"(\w+) was born in (\w+)\.", " ".join(p["contents"] for p in world.passages)))
+    shown = re.findall(r"(\w+) was born in (\w+)\.", " ".join(prompt for prompt, _ in drills))
+    assert len(shown) > 5 * len(born)  # every person's birth sentence, several times
+    real = sum(born[person] == city for person, city in shown) / len(shown)
+    assert real < 3 / len(world.cities), real  # chance is about 1 / (number of cities)
+    assert {p for p, _ in shown} == set(born) and {c for _, c in shown} == set(born.values())  # same sentences, same names

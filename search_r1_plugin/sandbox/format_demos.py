@@ -16,7 +16,10 @@ demonstrations teach *how* to act, each with the real passages the retrieval ser
   answer. A tiny model only copies names it has been trained to write, and learns copying over short
   contexts far faster than over the protocol's long prompt; the drills make every name of the corpus —
   test people's included — one it writes, without a question of the world about them and without
-  telling which name answers what.
+  telling which name answers what. The drills' passages are the corpus's **recombined** (:func:`recombined`:
+  every subject with other names in the same places, drawn anew each round), so they teach copying and
+  no fact: shown the real passages ten times, the warm-started model learned people's birth cities in its
+  weights, and the R1 arm, which never searches, answered 10 of 48 held-out people right after 4 steps.
 
 One warm-started checkpoint serves every arm, so the arms start from the same weights; each arm's
 starting point is that checkpoint's validation EM under the arm's own prompt.
@@ -102,6 +105,33 @@ async def _demonstrations(
 DRILL_QUESTION = "What is known about {name}?"  # a question the evaluation never asks
 
 
+def recombined(passages: Sequence[dict], names: set[str], rng: random.Random) -> list[dict]:
+    """``passages`` with every name but the subject (the title) replaced by a random name that fills the
+    same place of the same sentence elsewhere in the corpus (``X was born in <a city>``): the same sentences
+    and the same names, but no fact of the world. Drawn anew on every call."""
+    pattern = re.compile(r"[A-Za-z]+")
+    parsed = []
+    pools: dict[tuple[str, int], list[str]] = {}  # (sentence with its names taken out, place) -> names seen there
+    for p in passages:
+        title, _, text = p["contents"].partition("\n")
+        subject = title.strip('"')
+        words = pattern.split(text)  # the text between words (pattern.split keeps no words, findall has them)
+        found = pattern.findall(text)
+        slots = [w for w in found if w in names and w != subject]
+        template = words[0] + "".join(
+            ("\1" if w == subject else "\0" if w in names else w) + between for w, between in zip(found, words[1:])
+        )
+        parsed.append((p, title, subject, template))
+        for i, name in enumerate(slots):
+            pools.setdefault((template, i), []).append(name)
+    out = []
+    for p, title, subject, template in parsed:
+        parts = template.replace("\1", subject).split("\0")  # "\0" marks a name's place
+        filled = parts[0] + "".join(rng.choice(pools[(template, i)]) + part for i, part in enumerate(parts[1:]))
+        out.append({**p, "contents": f"{title}\n{filled}"})
+    return out
+
+
 def copy_drills(
     questions: Sequence[str],
     passages: Sequence[dict],
@@ -123,7 +153,8 @@ def copy_drills(
       with :data:`DRILL_QUESTION` only. Without the people a tiny model writes the training subjects it was
       shown at this position instead of copying: every person must be as familiar a search as any other;
     * "write a name you read" (one to three random passages → ``<answer>`` a random name from them), each
-      passage shown ``rounds`` times so every name of the corpus is one the model writes."""
+      passage shown ``rounds`` times so every name of the corpus is one the model writes — recombined
+      (:func:`recombined`) each round, so no drill tells a fact of the world."""
     rng = random.Random(f"drills/{seed}")
     names = set(names)
     drills: list[Demonstration] = []
@@ -134,7 +165,7 @@ def copy_drills(
         search = [(f"{THINK_SEARCH}<search> {question} </search>", True)]
         drills += [(f"Question: {question}\n", search), (make_messages(question)[0]["content"], search)]
     for _ in range(rounds):
-        order = list(passages)
+        order = recombined(passages, names, rng)
         rng.shuffle(order)
         i = 0
         while i < len(order):
