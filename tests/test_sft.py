@@ -81,3 +81,52 @@ def test_the_plain_sft_row_is_question_to_answer_for_verls_own_dataset(sample_wo
     messages = pd.read_parquet(tmp_path / "sft.parquet")["messages"][0]
     assert messages[0]["role"] == "user" and rows[0]["question"] in messages[0]["content"] and "directly" in messages[0]["content"]
     assert messages[1] == {"role": "assistant", "content": f"<answer> {rows[0]['answer']} </answer>"}
+
+
+def sft_steps(tmp_path, model_dir, train_file, steps, extra=()):
+    """``torchrun -m search_r1_plugin.cpu.sft_trainer`` (verl's SFT trainer on the cpu platform): the
+    training losses it printed, one a step."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "VERL_PLATFORM": "cpu", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(root)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1"]
+    cmd += ["-m", "search_r1_plugin.cpu.sft_trainer", f"data.train_files={train_file}", "data.val_files=null", f"model.path={model_dir}"]
+    cmd += [
+        "data.train_batch_size=4",
+        "data.micro_batch_size_per_gpu=2",
+        f"trainer.total_training_steps={steps}",
+        "trainer.total_epochs=100",
+    ]
+    cmd += [f"trainer.default_local_dir={tmp_path / 'ckpt'}", "trainer.save_freq=-1", "data.max_length=1024", *extra]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return [float(x) for x in re.findall(r"train/loss:([0-9.]+)", run.stdout + run.stderr)]
+
+
+def test_verls_sft_trainer_learns_the_rejection_sampled_trajectories_on_cpu(
+    tiny_model_dir, tiny_tokenizer, bm25_server, sample_world, tmp_path
+):
+    """The rejection-sampling row end to end: kept trajectories → SearchR1SFTDataset (verl's data.custom_cls)
+    → verl's SFTTrainer on the cpu platform; the loss on the model's tokens falls over a few steps."""
+    rows = load_questions(sample_world)
+    kept, _ = sample(rows, scripted_policy(tiny_tokenizer, rows), tiny_tokenizer, bm25_server)
+    write_sft_parquet(kept, tmp_path / "sft.parquet")
+    custom = ["data.custom_cls.path=pkg://search_r1_plugin.sft", "data.custom_cls.name=SearchR1SFTDataset"]
+    losses = sft_steps(tmp_path, tiny_model_dir, tmp_path / "sft.parquet", steps=4, extra=["optim.lr=1e-3", *custom])
+    assert len(losses) == 4 and losses[-1] < losses[0], losses
+
+
+def test_verls_sft_trainer_takes_the_plain_sft_row_on_cpu(tiny_model_dir, sample_world, tmp_path):
+    from search_r1_plugin.sft import main
+
+    rows = load_questions(sample_world)
+    for r in rows:
+        r["extra_info"]["question"] = r["question"]
+    pd.DataFrame(rows).to_parquet(tmp_path / "train.parquet")
+    assert main(["--answers", "--data", str(tmp_path / "train.parquet"), "--out", str(tmp_path / "sft.parquet")]) == 0
+    assert len(sft_steps(tmp_path, tiny_model_dir, tmp_path / "sft.parquet", steps=1)) == 1  # verl's own multi-turn dataset
