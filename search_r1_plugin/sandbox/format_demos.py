@@ -115,18 +115,16 @@ def recombined(passages: Sequence[dict], names: set[str], rng: random.Random) ->
     for p in passages:
         title, _, text = p["contents"].partition("\n")
         subject = title.strip('"')
-        words = pattern.split(text)  # the text between words (pattern.split keeps no words, findall has them)
-        found = pattern.findall(text)
+        found, between = pattern.findall(text), pattern.split(text)  # the words, and the text around them
         slots = [w for w in found if w in names and w != subject]
-        template = words[0] + "".join(
-            ("\1" if w == subject else "\0" if w in names else w) + between for w, between in zip(found, words[1:])
-        )
+        # the sentence with the subject as "\1" and every other name as "\0"
+        template = between[0] + "".join(("\1" if w == subject else "\0" if w in names else w) + b for w, b in zip(found, between[1:]))
         parsed.append((p, title, subject, template))
         for i, name in enumerate(slots):
             pools.setdefault((template, i), []).append(name)
     out = []
     for p, title, subject, template in parsed:
-        parts = template.replace("\1", subject).split("\0")  # "\0" marks a name's place
+        parts = template.replace("\1", subject).split("\0")
         filled = parts[0] + "".join(rng.choice(pools[(template, i)]) + part for i, part in enumerate(parts[1:]))
         out.append({**p, "contents": f"{title}\n{filled}"})
     return out
