@@ -18,8 +18,9 @@ rule              fires when                                                    
 ``length``        mean response length < ``length_floor_ratio`` × its running median          0.25 ×
 ``format``        the share of trajectories without a valid answer rises above               0.9
                   ``format_failure_ceiling`` after having been below it
-``clip``          the share of responses cut by the length budget rises above ``clip_ceiling``  0.9
-                  after having been below it (runaway generation)
+``clip``          the share of responses cut by the response budget (``search_r1/health/``     0.9
+                  ``budget_exhausted``) rises above ``clip_ceiling`` after having been below
+                  it (runaway generation)
 ================  ==========================================================================  ==================
 
 Modes: ``off``; ``warn`` (log the alarm, default); ``stop`` (raise :class:`TrainingHealthError`, which
@@ -49,7 +50,10 @@ ENTROPY = "actor/entropy"
 VALID = "search_r1/valid_action_rate"
 LENGTH = "response_length/mean"
 FORMAT_FAILURE = "search_r1/health/format_failure"
-CLIP = "response_length/clip_ratio"
+# Our loop's own count of responses cut by the budget. Not verl's response_length/clip_ratio: verl compares
+# lengths with the width of the padded batch, so a batch whose responses all have one length (an R1 policy's
+# fixed-format answers) reads 1.0 there (metric_utils.compute_data_metrics).
+CLIP = "search_r1/health/budget_exhausted"
 
 
 class TrainingHealthError(SearchR1Error):

@@ -251,5 +251,7 @@ async def run_trajectory(
         # (A turn that ended on EOS without an action is invalid too; the original keeps going.)
         traj.append(obs_ids, model=False, mask=injected_mask)
 
+    # Cut by the budget however the loop ended: the response is as long as it may be.
+    traj.budget_exhausted = traj.budget_exhausted or len(traj.response_ids) >= response_length
     traj.trim_trailing_injected()
     return traj

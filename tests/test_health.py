@@ -17,6 +17,7 @@ def steady(step: int) -> dict:
         "search_r1/valid_action_rate": 0.8,
         "response_length/mean": 60.0 + step % 5,
         "response_length/clip_ratio": 0.05,
+        "search_r1/health/budget_exhausted": 0.05,
         "search_r1/health/format_failure": 0.2,
     }
 
@@ -32,6 +33,15 @@ def test_a_steady_run_never_fires():
     assert run(HealthGuard(), [steady(s) for s in range(1, 200)]) == []
 
 
+def test_a_batch_of_equal_lengths_is_not_a_runaway():
+    """verl's response_length/clip_ratio compares lengths with the padded batch's width: a batch whose
+    responses all have one length (an R1 policy's fixed-format answers) reads 1.0 there, though none is cut.
+    The clip rule reads the loop's own count (the R1 arm of docs/learning.md had this false alarm)."""
+    rows = [steady(s) for s in range(1, 31)]
+    rows[19] = {**rows[19], "response_length/clip_ratio": 1.0}
+    assert run(HealthGuard(), rows) == []
+
+
 @pytest.mark.parametrize(
     "rule, change",
     [
@@ -41,7 +51,7 @@ def test_a_steady_run_never_fires():
         ("length", {"response_length/mean": 5.0}),
         ("nan", {"actor/pg_loss": float("nan")}),
         ("format", {"search_r1/health/format_failure": 1.0}),
-        ("clip", {"response_length/clip_ratio": 1.0}),
+        ("clip", {"search_r1/health/budget_exhausted": 1.0}),
     ],
 )
 def test_each_rule_fires_at_the_step_with_its_numbers(rule, change):

@@ -115,6 +115,17 @@ def test_response_budget_and_ends_on_model_token(tiny_tokenizer):
         assert all(m <= budget for m in script.max_tokens_seen)
 
 
+def test_a_response_that_reaches_the_budget_counts_as_cut_by_it(tiny_tokenizer):
+    """``budget_exhausted`` (the health guard's clip rule) means the response is as long as the budget allows,
+    however the loop ended; an answer that fits is not cut."""
+    answer = "<think> ok </think><answer> Paris </answer>"
+    need = len(tiny_tokenizer.encode(answer, add_special_tokens=False))
+    cut, _ = run(tiny_tokenizer, [answer], response_length=need - 2, max_turns=0, max_turn_tokens=200)
+    fits, _ = run(tiny_tokenizer, [answer], response_length=need + 5, max_turns=0, max_turn_tokens=200)
+    assert cut.budget_exhausted and len(cut.response_ids) == need - 2
+    assert not fits.budget_exhausted and fits.answered
+
+
 def test_cut_at_stop_minimal_prefix(tiny_tokenizer):
     ids = tiny_tokenizer.encode("<search>q</search> more text", add_special_tokens=False)
     n = cut_at_stop(ids, tiny_tokenizer.decode)
