@@ -105,3 +105,28 @@ def test_copy_drills_tell_no_fact_of_the_world(world):
     real = sum(born[person] == city for person, city in shown) / len(shown)
     assert real < 3 / len(world.cities), real  # chance is about 1 / (number of cities)
     assert {p for p, _ in shown} == set(born) and {c for _, c in shown} == set(born.values())  # same sentences, same names
+
+
+def test_arms_run_apart_make_one_table(tmp_path):
+    """``search-r1 demo --learn --from-runs A B``: arms (and seeds) run in separate ``--out`` folders, read back
+    from verl's metrics files into one table and one set of curves; a folder that is no run is a clear error."""
+    from search_r1_plugin.demo.learning import main
+
+    def fake_run(folder, arm, seed, start, end):
+        run_dir = folder / f"seed{seed}" / arm
+        run_dir.mkdir(parents=True)
+        rows = []
+        for step, em in ((0, start), (40, end)):
+            data = {f"val-aux/{d}/em/mean@1": em if d == "learn_nq" else 0.0 for d in ("learn_nq", "learn_hotpotqa", "learn_nq_seen")}
+            rows.append({"step": step, "data": {**data, **({"critic/score/mean": end} if step else {})}})
+        (run_dir / "main_ppo_metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        (folder / "learning.json").write_text(json.dumps([{"arm": arm, "seed": seed, "seconds": 60.0, "returncode": 0}]))
+
+    fake_run(tmp_path / "a", "grpo", 0, 0.02, 0.46)
+    fake_run(tmp_path / "b", "r1", 0, 0.04, 0.10)
+    assert main(["--from-runs", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "all")]) == 0
+    table = (tmp_path / "all" / "learning.md").read_text()
+    assert "| Search-R1 (GRPO) | 0.020 → 0.460 |" in table and "| R1 (GRPO, no search) | 0.040 → 0.100 |" in table
+    assert (tmp_path / "all" / "learning_curves.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="no learning.json"):
+        main(["--from-runs", str(tmp_path), "--out", str(tmp_path / "x")])

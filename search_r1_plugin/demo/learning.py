@@ -124,7 +124,7 @@ def validation_metrics(data: dict[str, float]) -> dict[str, float]:
 def run_arm(arm: Arm, seed: int, model: Path, data: dict, retriever: str, run_dir: Path, args, log) -> ArmResult:
     """One arm through ``python -m verl.trainer.main_ppo``; progress printed per step and validation."""
     from search_r1_plugin.demo.cpu_training import parse_step_line
-    from search_r1_plugin.sandbox.trainer_run import read_metrics, run_main_ppo
+    from search_r1_plugin.sandbox.trainer_run import run_main_ppo
 
     steps = args.steps if arm.train else 1
     overrides = [
@@ -171,18 +171,41 @@ def run_arm(arm: Arm, seed: int, model: Path, data: dict, retriever: str, run_di
         on_line=on_line,
         run_name="main_ppo",
     )
-    result = ArmResult(arm.name, seed, run.seconds, run.returncode, run_dir)
-    for row in read_metrics(run.metrics_path):
-        val = validation_metrics(row["data"])
-        if val:
-            result.val[row["step"]] = val
-        if any(not k.startswith("val-") for k in row["data"]):
-            result.train[row["step"]] = row["data"]
+    result = arm_result(arm.name, seed, run.seconds, run.returncode, run_dir, run.metrics_path)
     if run.returncode != 0:
         log(f"{label}: main_ppo failed (exit {run.returncode}); log: {run.log_path}\n{run.tail(3000)}")
     else:
         log(f"{label}: done in {run.seconds:.0f} s")
     return result
+
+
+def arm_result(arm: str, seed: int, seconds: float, returncode: int, run_dir: Path, metrics_path: Path) -> ArmResult:
+    """An arm's run read back from verl's metrics file: validations by step, and every step's metrics."""
+    from search_r1_plugin.sandbox.trainer_run import read_metrics
+
+    result = ArmResult(arm, seed, seconds, returncode, run_dir)
+    for row in read_metrics(metrics_path):
+        val = validation_metrics(row["data"])
+        if val:
+            result.val[row["step"]] = val
+        if any(not k.startswith("val-") for k in row["data"]):
+            result.train[row["step"]] = row["data"]
+    return result
+
+
+def results_from_runs(dirs: list[Path]) -> list[ArmResult]:
+    """The arms of earlier ``search-r1 demo --learn --out DIR`` runs (each DIR's ``learning.json`` and its
+    ``seed<k>/<arm>/`` metrics), so arms and seeds run apart — in the background, on other machines — make one
+    table and one set of curves."""
+    results = []
+    for d in dirs:
+        listing = Path(d) / "learning.json"
+        if not listing.exists():
+            raise SystemExit(f"{d}: no learning.json (not the --out of a finished search-r1 demo --learn)")
+        for e in json.loads(listing.read_text()):
+            run_dir = Path(d) / f"seed{e['seed']}" / e["arm"]
+            results.append(arm_result(e["arm"], e["seed"], e["seconds"], e["returncode"], run_dir, run_dir / "main_ppo_metrics.jsonl"))
+    return results
 
 
 def _question_rows(world: dict, dataset: str, split: str) -> list[dict]:
@@ -337,10 +360,13 @@ def write_report(results: list[ArmResult], arms: list[Arm], seeds: list[int], ou
         if row["runs"]:
             per_seed = ", ".join(f"seed {s}: {a:.3f} → {b:.3f}" for s, a, b in row["per_seed"])
             lines.append(f"- {row['arm'].title}: {per_seed}")
+    where = ", ".join(f"`{d}`" for d in args.from_runs) if getattr(args, "from_runs", None) else "this folder"
     lines += [
         "",
-        f"Total wall time {seconds / 60:.1f} min for {len(seeds)} seed(s). Curves: `learning_curves.png`. "
-        "Per arm and seed: `seed<k>/<arm>/` (verl's `main_ppo_metrics.jsonl`, `main_ppo.log`, rollout dumps).",
+        f"Total wall time {seconds / 60:.1f} min for {len(seeds)} seed(s)"
+        + (" (the arms' runs, summed)" if getattr(args, "from_runs", None) else "")
+        + f". Curves: `learning_curves.png`. Per arm and seed, under {where}: `seed<k>/<arm>/` (verl's "
+        "`main_ppo_metrics.jsonl`, `main_ppo.log`, rollout dumps).",
         "",
         "Command: `search-r1 demo --learn " + " ".join(argv_for_report(args)) + "`",
     ]
@@ -364,6 +390,8 @@ def write_report(results: list[ArmResult], arms: list[Arm], seeds: list[int], ou
 
 
 def argv_for_report(args) -> list[str]:
+    if args.from_runs:
+        return ["--from-runs", *map(str, args.from_runs), "--out", str(args.out)]
     words = [f"--arms {args.arms}", f"--seeds {args.seeds}", f"--steps {args.steps}", f"--val-every {args.val_every}"]
     words.append(f"--train-datasets {args.train_datasets}")
     words += [f"--people {args.people}"] if args.people is not None else []
@@ -389,8 +417,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--drill-steps", type=int, default=DRILL_STEPS, help="first phase (copy drills)")
     p.add_argument("--model", type=Path, help="a warm-started checkpoint of this world to start every arm from (skips the warm start)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds before one arm's main_ppo is stopped")
+    p.add_argument(
+        "--from-runs", nargs="+", type=Path, metavar="DIR", help="train nothing: one table and curves from earlier --out folders"
+    )
     p.add_argument("overrides", nargs="*", help="extra main_ppo overrides for every arm")
     args = p.parse_args(argv)
+    if args.from_runs:
+        results = results_from_runs(args.from_runs)
+        order = [a for a in ARMS if any(r.arm == a for r in results)]
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_report(results, [ARMS[a] for a in order], sorted({r.seed for r in results}), args.out, args, sum(r.seconds for r in results))
+        print((args.out / "learning.md").read_text())
+        return 0
     unknown = [a for a in args.arms.split(",") if a and a not in ARMS]
     unknown += [d for d in args.train_datasets.split(",") if d and d not in DATASETS]
     if unknown:
