@@ -3,6 +3,7 @@
     search-r1 demo --learn                         # one seed of every arm (≈ the time in docs/learning.md)
     search-r1 demo --learn --seeds 0,1,2           # the 3-seed table (a benchmark: run it in the background)
     search-r1 demo --learn --arms grpo --steps 20  # one arm
+    search-r1 demo --learn --from-runs A B --out C  # one table from arms run apart (--out A, --out B)
 
 Steps: the learning world (:mod:`search_r1_plugin.sandbox.learning_world`: fictional people, cities
 and countries, one-hop and two-hop questions, test questions about people no training question
