@@ -417,7 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warm-start-steps", type=int, default=WARM_START_STEPS, help="second phase (format demonstrations)")
     p.add_argument("--drill-steps", type=int, default=DRILL_STEPS, help="first phase (copy drills)")
     p.add_argument("--model", type=Path, help="a warm-started checkpoint of this world to start every arm from (skips the warm start)")
-    p.add_argument("--timeout", type=float, default=1800, help="seconds before one arm's main_ppo is stopped")
+    p.add_argument(
+        "--timeout", type=float, default=3600, help="seconds before one arm's main_ppo is stopped (an arm takes 10-30 min on 2 cores)"
+    )
     p.add_argument(
         "--from-runs", nargs="+", type=Path, metavar="DIR", help="train nothing: one table and curves from earlier --out folders"
     )
