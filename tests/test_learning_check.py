@@ -9,9 +9,11 @@ above where it started. That is the check that fails when a mask, the reward or 
 learning at all); the held-out people's EM — reading, not remembering — rises too but varies too much
 across seeds at this budget to gate CI on (docs/learning.md has the 5 seeds).
 
-The warm start (``tests/assets/learning_warm_start``, 0.7 MB) is the one ``search-r1 demo --learn`` builds
-for seed 0 (``search-r1 demo --learn --arms "" --out DIR`` writes it to ``DIR/seed0/model``); it is
-committed because building it takes about 7 minutes on 2 cores. It teaches the format and copying, at
+The warm start (``tests/assets/learning_warm_start``, 0.7 MB) is the one ``search-r1 demo --learn`` built
+for seed 0 before the copy drills' passages were recombined (``search-r1 demo --learn --arms "" --out DIR``
+now writes a warm start that remembers no fact to ``DIR/seed0/model``; this one remembers some birth cities,
+docs/learning.md); it is committed because building it takes about 7 minutes on 2 cores, and kept because the
+check's five seeds were run on it. It teaches the format and copying, at
 chance accuracy (docs/learning.md): the held-out start is 0.125. The 5-seed results of this check and how
 it was shown to fail when learning is broken are in docs/learning.md ("The CI learning check").
 """
