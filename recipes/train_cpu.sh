@@ -5,6 +5,13 @@
 #   bash recipes/train_cpu.sh --algo ppo    # PPO: critic + GAE, KL in the reward
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case "$PWD" in
+    *[[:space:]]*)
+        # Ray starts its workers through a shell with the venv's python path unquoted (ray-project/ray#5288)
+        echo "error: this checkout's path has a space ($PWD); Ray cannot start its workers from a venv there." >&2
+        echo "       Clone it under a path without spaces and run this again." >&2
+        exit 2 ;;
+esac
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     echo "[setup] creating .venv"

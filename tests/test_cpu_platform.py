@@ -198,3 +198,30 @@ def test_trajectory_weight_versions_are_min_and_max_over_turns():
     for step in (4, 3, 5):  # weights updated while the trajectory was in flight (async trainers)
         merge_engine_fields(acc, {"global_steps": step, "min_global_steps": step, "max_global_steps": step, "spec_num_draft_tokens": 2})
     assert acc == {"global_steps": 4, "min_global_steps": 3, "max_global_steps": 5, "spec_num_draft_tokens": 6}
+
+
+def test_a_python_path_with_a_space_is_refused_before_ray_starts():
+    """Ray's raylet starts workers through a shell with the Python path unquoted: a venv under a folder with a
+    space fails late and obscurely (ray-project/ray#5288). Our main_ppo launcher says so first; so does the
+    README's main command (recipes/train_cpu.sh) before it installs anything."""
+    import pytest
+
+    from search_r1_plugin.errors import ConfigError
+    from search_r1_plugin.sandbox.trainer_run import check_ray_can_start_workers
+
+    with pytest.raises(ConfigError, match="path has a space"):
+        check_ray_can_start_workers("/home/a user/repo/.venv/bin/python")
+    check_ray_can_start_workers("/home/user/repo/.venv/bin/python")
+
+
+def test_the_readme_main_command_refuses_a_checkout_path_with_a_space(tmp_path):
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spaced = tmp_path / "a folder" / "recipes"
+    spaced.mkdir(parents=True)
+    shutil.copy(root / "recipes" / "train_cpu.sh", spaced / "train_cpu.sh")
+    run = subprocess.run(["bash", str(spaced / "train_cpu.sh")], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "path has a space" in run.stderr and not (spaced.parent / ".venv").exists()

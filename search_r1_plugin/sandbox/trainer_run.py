@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from search_r1_plugin.errors import ConfigError
 from search_r1_plugin.presets import main_ppo_command
 
 
@@ -50,6 +52,18 @@ def read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def check_ray_can_start_workers(python: str | None = None) -> None:
+    """Ray's raylet starts every worker through a shell with this Python's path unquoted, so a path with a
+    space fails only after Ray has started ("bash: line 1: /path/with: No such file or directory", then
+    ``ActorUnschedulableError``; ray-project/ray#5288). Say so before anything starts."""
+    python = python or sys.executable
+    if any(c.isspace() for c in python):
+        raise ConfigError(
+            f"Ray cannot start workers from a Python whose path has a space ({python!r}): clone or create the "
+            "virtual environment under a path without spaces"
+        )
+
+
 def run_main_ppo(
     algo: str,
     workdir: str | Path,
@@ -66,6 +80,7 @@ def run_main_ppo(
 ) -> TrainerRun:
     """Train with verl's ``main_ppo`` on CPU (variant ``cpu`` first); checkpoints in ``workdir/checkpoints``
     (resumed if present)."""
+    check_ray_can_start_workers()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     metrics_path = workdir / f"{run_name}_metrics.jsonl"
