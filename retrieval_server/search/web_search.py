@@ -71,22 +71,21 @@ def _entry(item: dict, title_key: str = "title", snippet_keys: Sequence[str] = (
     return str(item.get(title_key) or ""), str(snippet), str(item.get(url_key) or "")
 
 
-def _parse_serper(body: dict) -> list[tuple[str, str, str]]:
-    out = []
-    if body.get("answerBox"):
-        out.append(_entry(body["answerBox"], snippet_keys=("answer", "snippet")))
-    out += [_entry(r) for r in body.get("organic", [])]
-    out += [_entry(r, title_key="question") for r in body.get("peopleAlsoAsk", [])]
-    return out
+def _google_like(answer_box: str, organic: str, questions: str) -> Callable[[dict], list[tuple[str, str, str]]]:
+    """Serper and SerpAPI return Google's page in the same shape under different field names: the answer box
+    first, then the organic results, then the related questions (their question as the title)."""
+
+    def parse(body: dict) -> list[tuple[str, str, str]]:
+        out = [_entry(body[answer_box], snippet_keys=("answer", "snippet"))] if body.get(answer_box) else []
+        out += [_entry(r) for r in body.get(organic, [])]
+        out += [_entry(r, title_key="question") for r in body.get(questions, [])]
+        return out
+
+    return parse
 
 
-def _parse_serpapi(body: dict) -> list[tuple[str, str, str]]:
-    out = []
-    if body.get("answer_box"):
-        out.append(_entry(body["answer_box"], snippet_keys=("answer", "snippet")))
-    out += [_entry(r) for r in body.get("organic_results", [])]
-    out += [_entry(r, title_key="question") for r in body.get("related_questions", [])]
-    return out
+_parse_serper = _google_like("answerBox", "organic", "peopleAlsoAsk")
+_parse_serpapi = _google_like("answer_box", "organic_results", "related_questions")
 
 
 _TAGS = re.compile(r"<[^>]+>")

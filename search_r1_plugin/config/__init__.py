@@ -150,15 +150,14 @@ def store_settings_node() -> None:
 # Hydra reads the presets through this package (pkg://search_r1_plugin.config), so importing it is what
 # puts the node in the store before the presets' defaults lists ask for it.
 store_settings_node()
-if not OmegaConf.has_resolver("search_r1_run_identity"):
-    OmegaConf.register_new_resolver("search_r1_run_identity", checked_run_identity)
-if not OmegaConf.has_resolver("search_r1_experiment"):
-    OmegaConf.register_new_resolver("search_r1_experiment", experiment_name)
-if not OmegaConf.has_resolver("search_r1_response_budget"):
-    OmegaConf.register_new_resolver("search_r1_response_budget", response_budget)
-if not OmegaConf.has_resolver("search_r1_context_length"):
-    OmegaConf.register_new_resolver("search_r1_context_length", context_length)
-if not OmegaConf.has_resolver("search_r1_div"):
-    OmegaConf.register_new_resolver("search_r1_div", per_gpu)
-if not OmegaConf.has_resolver("search_r1_check"):
-    OmegaConf.register_new_resolver("search_r1_check", check_settings)
+_RESOLVERS = {
+    "search_r1_run_identity": checked_run_identity,
+    "search_r1_experiment": experiment_name,
+    "search_r1_response_budget": response_budget,
+    "search_r1_context_length": context_length,
+    "search_r1_div": per_gpu,
+    "search_r1_check": check_settings,
+}
+for _name, _resolver in _RESOLVERS.items():
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _resolver)

@@ -21,7 +21,6 @@ import argparse
 import json
 import re
 import sys
-import time
 from pathlib import Path
 
 # metric key → column title in the per-step table
@@ -86,18 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from search_r1_plugin.data_prep import prepare
-    from search_r1_plugin.sandbox.stack import offline, world_retriever
+    from search_r1_plugin.sandbox.stack import demo_start, world_retriever
     from search_r1_plugin.sandbox.tiny_model import build_tiny_qwen2, protocol_demonstrations, warm_start
     from search_r1_plugin.sandbox.trainer_run import run_main_ppo
     from search_r1_plugin.sandbox.world import write_world
 
-    offline()
-    out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-
-    def stage(msg: str) -> None:
-        print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", flush=True)
+    out, stage = demo_start(args.out)
 
     stage("sample world")
     world = write_world(out / "world", num_people=args.people)

@@ -69,6 +69,10 @@ ARMS = {
             "actor_rollout_ref.actor.ppo_mini_batch_size=128",
             "critic.ppo_mini_batch_size=128",
             "algorithm.filter_groups.enable=false",
+            # the critic's value head starts random: its first advantages are noise over every token, and
+            # one actor step on them broke the format (valid actions 0.99 -> 0.04 at step 3, seed 0); steps
+            # 1-3 train the critic alone (verl updates the actor from step critic_warmup on)
+            "trainer.critic_warmup=4",
         ),
     ),
     "grpo_no_mask": Arm("grpo_no_mask", "Search-R1 (GRPO, no mask)", "grpo", ("cpu", "learn", "no_mask"), "search_r1"),
@@ -361,11 +365,12 @@ def write_report(results: list[ArmResult], arms: list[Arm], seeds: list[int], ou
         if row["runs"]:
             per_seed = ", ".join(f"seed {s}: {a:.3f} → {b:.3f}" for s, a, b in row["per_seed"])
             lines.append(f"- {row['arm'].title}: {per_seed}")
-    where = ", ".join(f"`{d}`" for d in args.from_runs) if getattr(args, "from_runs", None) else "this folder"
+    combined = getattr(args, "from_runs", None)
+    where = ", ".join(f"`{d}`" for d in combined) if combined else "this folder"
     lines += [
         "",
         f"Total wall time {seconds / 60:.1f} min for {len(seeds)} seed(s)"
-        + (" (the arms' runs, summed)" if getattr(args, "from_runs", None) else "")
+        + (" (the arms' runs, summed)" if combined else "")
         + f". Curves: `learning_curves.png`. Per arm and seed, under {where}: `seed<k>/<arm>/` (verl's "
         "`main_ppo_metrics.jsonl`, `main_ppo.log`, rollout dumps).",
         "",
@@ -440,15 +445,10 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s]
 
     from search_r1_plugin.sandbox.learning_world import write_learning_world
-    from search_r1_plugin.sandbox.stack import offline, world_retriever
+    from search_r1_plugin.sandbox.stack import demo_start, world_retriever
 
-    offline()
-    out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out, log = demo_start(args.out)
     t0 = time.perf_counter()
-
-    def log(msg: str) -> None:
-        print(f"[{time.perf_counter() - t0:7.1f}s] {msg}", flush=True)
 
     log("learning world")
     size = {k: v for k, v in (("num_people", args.people), ("test_people", args.test_people)) if v is not None}

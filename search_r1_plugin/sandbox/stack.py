@@ -11,10 +11,11 @@ The demos, the dry run and the GPU check build their stacks here.
 from __future__ import annotations
 
 import os
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 
 def offline() -> None:
@@ -22,6 +23,21 @@ def offline() -> None:
     pools fighting the trainer's; read by this process and every process it starts."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def demo_start(out: Path) -> tuple[Path, Callable[[str], None]]:
+    """What every demo does first: :func:`offline`, its output folder made (absolute, as main_ppo's workers
+    see it), and a progress printer that stamps each line with the seconds since the start (a long job shows
+    where it is)."""
+    offline()
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+
+    def progress(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:7.1f}s] {msg}", flush=True)
+
+    return out, progress
 
 
 def offline_encoder() -> str:
