@@ -55,7 +55,7 @@ def fake_retriever(world):
 def test_warm_start_answers_are_read_names_at_chance(world):
     names = world.entity_names()
     train = [q for d in world.questions.values() for q in d["train"]]
-    demos = asyncio.run(format_demonstrations([q["question"] for q in train], fake_retriever(world), names, seed=1))
+    demos = asyncio.run(format_demonstrations([q["question"] for q in train], fake_retriever(world), names, world.passages, seed=1))
     search_r1 = [d for d in demos if "search engine" in d[0]]
     assert len(search_r1) == len(train) and 0.2 < (len(demos) - len(train)) / 2 / len(train) < 0.5  # baselines for ~1 in 3
     gold = {json.dumps(q["question"]): q["golden_answers"][0] for q in train}
@@ -105,6 +105,23 @@ def test_copy_drills_tell_no_fact_of_the_world(world):
     real = sum(born[person] == city for person, city in shown) / len(shown)
     assert real < 3 / len(world.cities), real  # chance is about 1 / (number of cities)
     assert {p for p, _ in shown} == set(born) and {c for _, c in shown} == set(born.values())  # same sentences, same names
+
+
+def test_format_demonstrations_tell_no_fact_of_the_world(world):
+    """Every passage a demonstration shows is recombined: with the real ones, a demonstration whose second
+    search was a held-out person showed that person's birth record beside an answer drawn from it, and the R1
+    arm, which never searches, answered the same held-out people right on three seeds."""
+    names = world.entity_names()
+    train = [q["question"] for d in world.questions.values() for q in d["train"]]
+    demos = asyncio.run(format_demonstrations(train, fake_retriever(world), names, world.passages, seed=1))
+    born = dict(re.findall(r"(\w+) was born in (\w+)\.", " ".join(p["contents"] for p in world.passages)))
+    text = " ".join(prompt + " ".join(t for t, _ in segments) for prompt, segments in demos)
+    shown = re.findall(r"(\w+) was born in (\w+)\.", text)
+    assert len(shown) > len(born)
+    real = sum(born[person] == city for person, city in shown) / len(shown)
+    assert real < 3 / len(world.cities), real  # chance is about 1 / (number of cities); 1.0 with real passages
+    test_people = {q["question"].rstrip("?").split()[-1] for q in world.questions["learn_nq"]["test"]}
+    assert {p for p, _ in shown} & test_people  # held-out people's records are shown (second searches), recombined
 
 
 def test_arms_run_apart_make_one_table(tmp_path):

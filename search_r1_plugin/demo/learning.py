@@ -247,7 +247,9 @@ def warm_started_model(world: dict, out: Path, retriever_url: str, seed: int, st
     async def demos():
         client = RetrievalClient(retriever_url)
         try:
-            return await format_demonstrations(questions, lambda q: client.search(q, 3), names, seed=seed, second_search=SECOND_SEARCH)
+            return await format_demonstrations(
+                questions, lambda q: client.search(q, 3), names, passages, seed=seed, second_search=SECOND_SEARCH
+            )
         finally:
             await client.close()
 

@@ -1,7 +1,9 @@
 """Warm-start demonstrations that teach the protocol, not the answers (``search-r1 demo --learn``).
 
 A tiny random model never writes a tag, so RL from scratch sees reward 0 everywhere. These
-demonstrations teach *how* to act, each with the real passages the retrieval server returns:
+demonstrations teach *how* to act, each with the passages the retrieval server returns for its searches,
+**recombined** (:class:`Recombiner`: the same sentences about the same subjects, every other name drawn
+at random from the same place elsewhere in the corpus), so that no demonstration tells a fact of the world:
 
 * Search-R1 format: search with the question itself, read what comes back, then — at random, half
   the time — search again for a random name seen in those passages, and answer with **a random name
@@ -16,10 +18,15 @@ demonstrations teach *how* to act, each with the real passages the retrieval ser
   answer. A tiny model only copies names it has been trained to write, and learns copying over short
   contexts far faster than over the protocol's long prompt; the drills make every name of the corpus —
   test people's included — one it writes, without a question of the world about them and without
-  telling which name answers what. The drills' passages are the corpus's **recombined** (:func:`recombined`:
-  every subject with other names in the same places, drawn anew each round), so they teach copying and
-  no fact: shown the real passages ten times, the warm-started model learned people's birth cities in its
-  weights, and the R1 arm, which never searches, answered 10 of 48 held-out people right after 4 steps.
+  telling which name answers what. The drills' passages are the corpus's recombined, drawn anew each
+  round, so they teach copying and no fact.
+
+Why everything shown is recombined: shown the real passages ten times in the drills, the warm-started model
+learned people's birth cities in its weights, and the R1 arm, which never searches, answered 10 of 48
+held-out people right after 4 steps. With only the drills recombined, the Search-R1 demonstrations' second
+search (a random name of the first passages: often a held-out person who taught a training person) still
+showed held-out people's real birth records beside answers drawn from them, and R1 still answered the same
+held-out people right on three seeds (docs/learning.md).
 
 One warm-started checkpoint serves every arm, so the arms start from the same weights; each arm's
 starting point is that checkpoint's validation EM under the arm's own prompt.
@@ -63,36 +70,51 @@ def _contents(results: Sequence[dict]) -> str:
 
 
 async def format_demonstrations(
-    questions: Iterable[str], retrieve: SearchTopK, names: Iterable[str], seed: int = 0, second_search: float = 0.5
+    questions: Iterable[str],
+    retrieve: SearchTopK,
+    names: Iterable[str],
+    corpus: Sequence[dict],
+    seed: int = 0,
+    second_search: float = 0.5,
 ) -> list[Demonstration]:
     """Search-R1, R1 and RAG demonstrations for each question (see the module docstring); ``names`` are
-    every name a question or passage may hold. Questions are retrieved for concurrently."""
+    every name a question or passage may hold, ``corpus`` the passages the retriever searches (what every
+    shown passage is recombined from). Questions are retrieved for concurrently."""
     import asyncio
 
     names = set(names)
+    recombine = Recombiner(corpus, names)
     questions = list(questions)
     per_question = await asyncio.gather(
-        *[_demonstrations(q, retrieve, names, random.Random(f"{seed}/{q}"), second_search) for q in questions]
+        *[_demonstrations(q, retrieve, names, recombine, random.Random(f"{seed}/{q}"), second_search) for q in questions]
     )
     return [demo for demos in per_question for demo in demos]
 
 
 async def _demonstrations(
-    question: str, retrieve: SearchTopK, names: set[str], rng: random.Random, second_search: float
+    question: str, retrieve: SearchTopK, names: set[str], recombine: Recombiner, rng: random.Random, second_search: float
 ) -> list[Demonstration]:
+    async def search(query: str) -> list[dict]:
+        # the real search's passages, each recombined: a demonstration shows what a search returns, never
+        # who was born where (the answers are random names of these, so a real pairing shown would be
+        # one the model could learn in its weights)
+        results = await retrieve(query)
+        shown = recombine([r.get("document", r) for r in results], rng)
+        return [{**r, "document": doc} if "document" in r else doc for r, doc in zip(results, shown)]
+
     subject = subject_of(question, names)
-    first = await retrieve(question)
+    first = await search(question)
     candidates = [n for n in names_in(_contents(first), names) if n != subject] or [subject]
     segments = [(f"{THINK_SEARCH}<search> {question} </search>", True), (format_observation(first), False)]
     read = first
     if rng.random() < second_search:
         hop = rng.choice(candidates)
-        read = await retrieve(hop)
+        read = await search(hop)
         segments += [(f"{THINK_SEARCH}<search> {hop} </search>", True), (format_observation(read), False)]
     pool = [n for n in names_in(_contents(read), names) if n != subject] or candidates
     answer = f"{THINK_ANSWER}<answer> {rng.choice(pool)} </answer>"
     guess = f"{THINK_ANSWER}<answer> {rng.choice(candidates)} </answer>"
-    rag_prompt = make_messages(question, "rag", format_docs(await retrieve(question)))[0]["content"]
+    rag_prompt = make_messages(question, "rag", format_docs(await search(question)))[0]["content"]
     rag_answer = f"{THINK_ANSWER}<answer> {rng.choice(candidates)} </answer>"
     demos = [(make_messages(question)[0]["content"], [*segments, (answer, True)])]
     # The baselines' formats for one question in three: their first turn answers at once, and a tiny model
@@ -105,29 +127,42 @@ async def _demonstrations(
 DRILL_QUESTION = "What is known about {name}?"  # a question the evaluation never asks
 
 
-def recombined(passages: Sequence[dict], names: set[str], rng: random.Random) -> list[dict]:
-    """``passages`` with every name but the subject (the title) replaced by a random name that fills the
-    same place of the same sentence elsewhere in the corpus (``X was born in <a city>``): the same sentences
-    and the same names, but no fact of the world. Drawn anew on every call."""
-    pattern = re.compile(r"[A-Za-z]+")
-    parsed = []
-    pools: dict[tuple[str, int], list[str]] = {}  # (sentence with its names taken out, place) -> names seen there
-    for p in passages:
-        title, _, text = p["contents"].partition("\n")
+class Recombiner:
+    """Passages with every name but the subject (the title) replaced by a random name that fills the same
+    place of the same sentence somewhere in the corpus (``X was born in <a city>``): the same sentences and
+    the same names, but no fact of the world. The places are learned from the whole corpus once; each call
+    draws anew, so one passage shown twice tells two different things."""
+
+    _WORDS = re.compile(r"[A-Za-z]+")
+
+    def __init__(self, corpus: Sequence[dict], names: Iterable[str]):
+        self.names = set(names)
+        self.pools: dict[tuple[str, int], list[str]] = {}  # (sentence with its names taken out, place) -> names there
+        for p in corpus:
+            _, _, template, slots = self._parse(p)
+            for i, name in enumerate(slots):
+                self.pools.setdefault((template, i), []).append(name)
+
+    def _parse(self, passage: dict) -> tuple[str, str, str, list[str]]:
+        """Title, subject, the text with the subject as ``\\1`` and every other name as ``\\0``, and those names."""
+        title, _, text = passage["contents"].partition("\n")
         subject = title.strip('"')
-        found, between = pattern.findall(text), pattern.split(text)  # the words, and the text around them
-        slots = [w for w in found if w in names and w != subject]
-        # the sentence with the subject as "\1" and every other name as "\0"
-        template = between[0] + "".join(("\1" if w == subject else "\0" if w in names else w) + b for w, b in zip(found, between[1:]))
-        parsed.append((p, title, subject, template))
-        for i, name in enumerate(slots):
-            pools.setdefault((template, i), []).append(name)
-    out = []
-    for p, title, subject, template in parsed:
-        parts = template.replace("\1", subject).split("\0")
-        filled = parts[0] + "".join(rng.choice(pools[(template, i)]) + part for i, part in enumerate(parts[1:]))
-        out.append({**p, "contents": f"{title}\n{filled}"})
-    return out
+        found, between = self._WORDS.findall(text), self._WORDS.split(text)
+        template = between[0] + "".join(("\1" if w == subject else "\0" if w in self.names else w) + b for w, b in zip(found, between[1:]))
+        return title, subject, template, [w for w in found if w in self.names and w != subject]
+
+    def __call__(self, passages: Sequence[dict], rng: random.Random) -> list[dict]:
+        out = []
+        for p in passages:
+            title, subject, template, _ = self._parse(p)
+            parts = template.replace("\1", subject).split("\0")
+            pools = [self.pools.get((template, i)) for i in range(len(parts) - 1)]
+            if not all(pools):  # a sentence the corpus does not hold (not from this world): shown as it is
+                out.append(dict(p))
+                continue
+            filled = parts[0] + "".join(rng.choice(pool) + part for pool, part in zip(pools, parts[1:]))
+            out.append({**p, "contents": f"{title}\n{filled}"})
+        return out
 
 
 def copy_drills(
@@ -152,9 +187,10 @@ def copy_drills(
       shown at this position instead of copying: every person must be as familiar a search as any other;
     * "write a name you read" (one to three random passages → ``<answer>`` a random name from them), each
       passage shown ``rounds`` times so every name of the corpus is one the model writes — recombined
-      (:func:`recombined`) each round, so no drill tells a fact of the world."""
+      (:class:`Recombiner`) each round, so no drill tells a fact of the world."""
     rng = random.Random(f"drills/{seed}")
     names = set(names)
+    recombine = Recombiner(passages, names)
     drills: list[Demonstration] = []
     written: dict[str, int] = {}
     asked = [template.format(name=n) for n in practice for template in sorted(set(QUESTIONS.values()))]
@@ -163,7 +199,7 @@ def copy_drills(
         search = [(f"{THINK_SEARCH}<search> {question} </search>", True)]
         drills += [(f"Question: {question}\n", search), (make_messages(question)[0]["content"], search)]
     for _ in range(rounds):
-        order = recombined(passages, names, rng)
+        order = recombine(passages, rng)
         rng.shuffle(order)
         i = 0
         while i < len(order):
