@@ -25,8 +25,8 @@ Why everything shown is recombined: shown the real passages ten times in the dri
 learned people's birth cities in its weights, and the R1 arm, which never searches, answered 10 of 48
 held-out people right after 4 steps. With only the drills recombined, the Search-R1 demonstrations' second
 search (a random name of the first passages: often a held-out person who taught a training person) still
-showed held-out people's real birth records beside answers drawn from them, and R1 still answered the same
-held-out people right on three seeds (docs/learning.md).
+showed held-out people's real birth records beside answers drawn from them, and R1 still answered mostly
+the same held-out people right across three seeds (docs/learning.md).
 
 One warm-started checkpoint serves every arm, so the arms start from the same weights; each arm's
 starting point is that checkpoint's validation EM under the arm's own prompt.
@@ -157,9 +157,8 @@ class Recombiner:
             title, subject, template, _ = self._parse(p)
             parts = template.replace("\1", subject).split("\0")
             pools = [self.pools.get((template, i)) for i in range(len(parts) - 1)]
-            if not all(pools):  # a sentence the corpus does not hold (not from this world): shown as it is
-                out.append(dict(p))
-                continue
+            if not all(pools):  # shown as it is, it would tell its fact: refuse instead
+                raise ValueError(f"passage {p.get('id', '?')} is not from the corpus this recombiner was built on: {p['contents']!r}")
             filled = parts[0] + "".join(rng.choice(pool) + part for pool, part in zip(pools, parts[1:]))
             out.append({**p, "contents": f"{title}\n{filled}"})
         return out
