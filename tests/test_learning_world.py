@@ -152,3 +152,25 @@ def test_arms_run_apart_make_one_table(tmp_path):
     assert (tmp_path / "all" / "learning_curves.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="no learning.json"):
         main(["--from-runs", str(tmp_path), "--out", str(tmp_path / "x")])
+
+
+def test_arms_run_side_by_side_longest_first(tmp_path):
+    """``--jobs 2``: two runs at once (both must be running before either may finish), the costliest arm
+    starts first, and the results come back in the order the table lists them."""
+    import threading
+
+    from search_r1_plugin.demo.learning import ARMS, run_concurrently
+
+    started, both_running = [], threading.Barrier(2, timeout=30)
+
+    def fake(arm, seed):
+        started.append(arm.name)
+        if len(started) <= 2:
+            both_running.wait()  # times out (BrokenBarrierError) unless the first two run at once
+        return (arm.name, seed)
+
+    runs = [(ARMS[a], s) for s in (0, 1) for a in ("r1", "grpo", "ppo", "rag")]
+    assert run_concurrently(runs, 2, fake) == [(a.name, s) for a, s in runs]
+    assert started[:2] == ["ppo", "ppo"] and started[-2:] == ["rag", "rag"]
+    started.clear()
+    assert run_concurrently(runs[:1], 1, lambda arm, seed: started.append(arm.name) or arm.name) == ["r1"]
