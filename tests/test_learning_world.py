@@ -124,6 +124,15 @@ def test_format_demonstrations_tell_no_fact_of_the_world(world):
     assert real < 3 / len(world.cities), real  # chance is about 1 / (number of cities); 1.0 with real passages
     test_people = {q["question"].rstrip("?").split()[-1] for q in world.questions["learn_nq"]["test"]}
     assert {p for p, _ in shown} & test_people  # held-out people's records are shown (second searches), recombined
+    # --demo-passages trained-on-real: the training people's passages as they are, every other one recombined
+    kept = {q.rstrip("?").split()[-1] for q in train}
+    demos = asyncio.run(format_demonstrations(train, fake_retriever(world), names, world.passages, seed=1, shown_as_they_are=kept))
+    text = " ".join(prompt + " ".join(t for t, _ in segments) for prompt, segments in demos)
+    shown = re.findall(r"(\w+) was born in (\w+)\.", text)
+    of_kept = [born[p] == c for p, c in shown if p in kept]
+    of_others = [born[p] == c for p, c in shown if p not in kept]
+    assert of_kept and all(of_kept)
+    assert len(of_others) > 20 and sum(of_others) / len(of_others) < 3 / len(world.cities)
     with pytest.raises(ValueError, match="not from the corpus"):  # a passage it cannot recombine is never shown as it is
         person, city = world.people[0]["name"], world.cities[0]["name"]
         Recombiner(world.passages, names)([{"id": "x", "contents": f'"{person}"\n{person} was crowned in {city}.'}], random.Random(0))

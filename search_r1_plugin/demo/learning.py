@@ -101,6 +101,10 @@ WARM_START_LR = 3e-3
 # searched twice for 90 % of held-out one-hop questions (measured): its validation EM was an artefact of
 # that tie, not of which name it reads. Below one half, one search is the warm start's mode.
 SECOND_SEARCH = 0.3
+# What the format demonstrations show of the passages their searches return. "recombined": every passage
+# recombined (no fact of the world). "trained-on-real": passages about the people the training questions name
+# as they are (RL trains on their questions anyway), every other one recombined.
+DEMO_PASSAGES = ("recombined", "trained-on-real")
 DRILL_STEPS = 800  # first phase: short copy drills (format_demos.copy_drills)
 DRILL_ROUNDS = 10  # every passage shown this many times in the drills
 NAME_WEIGHT = 5.0  # loss weight of name tokens in the warm start (a few tokens among many)
@@ -249,9 +253,17 @@ def prepare_data(world: dict, out: Path, retriever_url: str, train_datasets: tup
     return files
 
 
-def warm_started_model(world: dict, out: Path, retriever_url: str, seed: int, steps: int, drill_steps: int, log) -> tuple[Path, dict]:
+def _subjects(world: dict, datasets: tuple[str, ...], split: str) -> set[str]:
+    """The people the questions of ``datasets`` name (a question ends with its subject)."""
+    return {r["question"].rstrip("?").split()[-1] for d in datasets for r in _question_rows(world, d, split)}
+
+
+def warm_started_model(
+    world: dict, out: Path, retriever_url: str, seed: int, steps: int, drill_steps: int, log, demo_passages: str = "recombined"
+) -> tuple[Path, dict]:
     """The tiny Qwen2 every arm of ``seed`` starts from: the format demonstrations of the training questions
-    and the reading drills (:mod:`search_r1_plugin.sandbox.format_demos`), names weighted up in the loss."""
+    and the reading drills (:mod:`search_r1_plugin.sandbox.format_demos`), names weighted up in the loss.
+    ``demo_passages``: see :data:`DEMO_PASSAGES`."""
     from transformers import AutoTokenizer
 
     from search_r1_plugin.protocol import PROMPT_TEMPLATE
@@ -267,7 +279,13 @@ def warm_started_model(world: dict, out: Path, retriever_url: str, seed: int, st
         client = RetrievalClient(retriever_url)
         try:
             return await format_demonstrations(
-                questions, lambda q: client.search(q, 3), names, passages, seed=seed, second_search=SECOND_SEARCH
+                questions,
+                lambda q: client.search(q, 3),
+                names,
+                passages,
+                seed=seed,
+                second_search=SECOND_SEARCH,
+                shown_as_they_are=_subjects(world, DATASETS, "train") if demo_passages == "trained-on-real" else (),
             )
         finally:
             await client.close()
@@ -421,6 +439,7 @@ def argv_for_report(args) -> list[str]:
         return ["--from-runs", *map(str, args.from_runs), "--out", str(args.out)]
     words = [f"--arms {args.arms}", f"--seeds {args.seeds}", f"--steps {args.steps}", f"--val-every {args.val_every}"]
     words.append(f"--train-datasets {args.train_datasets}")
+    words += [f"--demo-passages {args.demo_passages}"] if args.demo_passages != DEMO_PASSAGES[0] else []
     words += [f"--people {args.people}"] if args.people is not None else []
     words += [f"--test-people {args.test_people}"] if args.test_people is not None else []
     return words + list(args.overrides)
@@ -441,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-people", type=int, help="people only validation questions name (default 48)")
     p.add_argument("--out", type=Path, default=Path("runs/learn"))
     p.add_argument("--warm-start-steps", type=int, default=WARM_START_STEPS, help="second phase (format demonstrations)")
+    p.add_argument("--demo-passages", choices=DEMO_PASSAGES, default=DEMO_PASSAGES[0], help="what the format demonstrations show")
     p.add_argument("--drill-steps", type=int, default=DRILL_STEPS, help="first phase (copy drills)")
     p.add_argument("--model", type=Path, help="a warm-started checkpoint of this world to start every arm from (skips the warm start)")
     p.add_argument(
@@ -492,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
                 models[seed] = args.model.resolve()
             else:
                 models[seed], losses = warm_started_model(
-                    world, out / f"seed{seed}" / "model", retriever, seed, args.warm_start_steps, args.drill_steps, log
+                    world, out / f"seed{seed}" / "model", retriever, seed, args.warm_start_steps, args.drill_steps, log, args.demo_passages
                 )
                 log(f"seed {seed}: warm-start loss {losses['first_loss']:.2f} -> {losses['last_loss']:.2f}")
         runs = [(arm, seed) for seed in seeds for arm in arms]

@@ -76,14 +76,20 @@ async def format_demonstrations(
     corpus: Sequence[dict],
     seed: int = 0,
     second_search: float = 0.5,
+    shown_as_they_are: Iterable[str] = (),
 ) -> list[Demonstration]:
     """Search-R1, R1 and RAG demonstrations for each question (see the module docstring); ``names`` are
     every name a question or passage may hold, ``corpus`` the passages the retriever searches (what every
-    shown passage is recombined from). Questions are retrieved for concurrently."""
+    shown passage is recombined from). Questions are retrieved for concurrently.
+
+    ``shown_as_they_are``: subjects whose passages are shown unchanged — the people the training questions
+    name, whose facts RL sees anyway. Their real passages let the model lower the loss by copying the names
+    of the passages it reads; every other passage (held-out people, cities) stays recombined, so nothing
+    shown tells a fact about a person or city only the evaluation asks about."""
     import asyncio
 
     names = set(names)
-    recombine = Recombiner(corpus, names)
+    recombine = Recombiner(corpus, names, keep=shown_as_they_are)
     questions = list(questions)
     per_question = await asyncio.gather(
         *[_demonstrations(q, retrieve, names, recombine, random.Random(f"{seed}/{q}"), second_search) for q in questions]
@@ -135,8 +141,9 @@ class Recombiner:
 
     _WORDS = re.compile(r"[A-Za-z]+")
 
-    def __init__(self, corpus: Sequence[dict], names: Iterable[str]):
+    def __init__(self, corpus: Sequence[dict], names: Iterable[str], keep: Iterable[str] = ()):
         self.names = set(names)
+        self.keep = set(keep)  # subjects whose passages pass unchanged
         self.pools: dict[tuple[str, int], list[str]] = {}  # (sentence with its names taken out, place) -> names there
         for p in corpus:
             _, _, template, slots = self._parse(p)
@@ -155,6 +162,9 @@ class Recombiner:
         out = []
         for p in passages:
             title, subject, template, _ = self._parse(p)
+            if subject in self.keep:
+                out.append(p)
+                continue
             parts = template.replace("\1", subject).split("\0")
             pools = [self.pools.get((template, i)) for i in range(len(parts) - 1)]
             if not all(pools):  # shown as it is, it would tell its fact: refuse instead
