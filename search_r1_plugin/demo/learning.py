@@ -195,9 +195,9 @@ def run_arm(arm: Arm, seed: int, model: Path, data: dict, retriever: str, run_di
 def run_concurrently(runs: list[tuple[Arm, int]], jobs: int, run) -> list[ArmResult]:
     """Every (arm, seed) run, ``jobs`` at a time, longest first; results in the order of ``runs``.
 
-    Why at once: on CPU a ``main_ppo`` run keeps about one core busy (its Ray workers run torch on one
-    thread each; measured: one GRPO step of 128 trajectories took 21 s alone and 24 s beside a second run),
-    so on 2 cores two runs side by side take little longer than one. Each run is its own ``main_ppo``
+    Why at once: on CPU a ``main_ppo`` run keeps about one core busy (measured: its training worker at
+    90-100 % of one core in ``top``; a GRPO step of 128 trajectories took 21 s alone and 24-31 s beside a
+    second run), so on 2 cores two runs side by side finish sooner than one after the other. Each run is its own ``main_ppo``
     process with its own Ray instance; they share only the retrieval server."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -253,11 +253,6 @@ def prepare_data(world: dict, out: Path, retriever_url: str, train_datasets: tup
     return files
 
 
-def _subjects(world: dict, datasets: tuple[str, ...], split: str) -> set[str]:
-    """The people the questions of ``datasets`` name (a question ends with its subject)."""
-    return {r["question"].rstrip("?").split()[-1] for d in datasets for r in _question_rows(world, d, split)}
-
-
 def warm_started_model(
     world: dict, out: Path, retriever_url: str, seed: int, steps: int, drill_steps: int, log, demo_passages: str = "recombined"
 ) -> tuple[Path, dict]:
@@ -268,7 +263,7 @@ def warm_started_model(
 
     from search_r1_plugin.protocol import PROMPT_TEMPLATE
     from search_r1_plugin.retrieval_client import RetrievalClient
-    from search_r1_plugin.sandbox.format_demos import copy_drills, format_demonstrations
+    from search_r1_plugin.sandbox.format_demos import copy_drills, format_demonstrations, subject_of
     from search_r1_plugin.sandbox.tiny_model import build_tiny_qwen2, warm_start
 
     names = world["entities"].read_text().split()
@@ -285,7 +280,7 @@ def warm_started_model(
                 passages,
                 seed=seed,
                 second_search=SECOND_SEARCH,
-                shown_as_they_are=_subjects(world, DATASETS, "train") if demo_passages == "trained-on-real" else (),
+                shown_as_they_are={subject_of(q, set(names)) for q in questions} if demo_passages == "trained-on-real" else (),
             )
         finally:
             await client.close()
