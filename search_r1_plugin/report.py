@@ -32,6 +32,7 @@ CURVES = [
     ("training reward", "critic/score/mean"),
     ("searches per trajectory", "search_r1/searches_per_trajectory"),
     ("valid-action rate", "search_r1/valid_action_rate"),
+    ("answers read from a passage", "search_r1/answer_read"),
     ("response length", "response_length/mean"),
     ("entropy", "actor/entropy"),
     ("grad norm", "actor/grad_norm"),

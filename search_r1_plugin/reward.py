@@ -124,6 +124,16 @@ def answer_in_information(response: str, golds: Iterable[str]) -> bool:
     return any(subem_check(block, golds) for block in _INFO_BLOCK.findall(response))
 
 
+def answer_read(answer: str | None, response: str) -> bool:
+    """The model's own answer appears, as whole words, in one of the ``<information>`` blocks it was shown.
+
+    Whether a policy answers from what it read (the skill Search-R1 trains) or from memory and guessing,
+    right or wrong: the share of such answers rises as a model learns to read, before EM does.
+    """
+    words = normalize_answer(answer) if answer is not None else ""
+    return bool(words) and any(f" {words} " in f" {normalize_answer(block)} " for block in _INFO_BLOCK.findall(response))
+
+
 def format_score(
     correct: bool,
     answered: bool,
@@ -192,6 +202,7 @@ def compute_score(
         "sub_em": subem_check(answer, golds) if answer is not None else 0.0,
         "format_ok": float(well_formed),
         "answered": float(answer is not None),
+        "answer_read": float(answer_read(answer, solution_str)),
         "num_searches": float(num_searches),
         **{f"rollout/{k}": float(v) for k, v in stats.items()},
     }

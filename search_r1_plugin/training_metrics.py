@@ -12,6 +12,7 @@ plus that dict, computed from the per-trajectory stats the agent loop stores in
     search_r1/searches_per_trajectory   search_r1/valid_action_rate   search_r1/invalid_action_rate
     search_r1/answered_rate             search_r1/obs_truncations     search_r1/retrieval_latency_s
     search_r1/masked_token_share        search_r1/budget_exhausted    search_r1/em   search_r1/f1
+    search_r1/answer_read               share of answers that are words of a passage the model was shown
 
 It also runs the training health guard (:mod:`search_r1_plugin.health`, ``search_r1.health``) and adds
 its rollout-side signals to every step:
@@ -52,7 +53,7 @@ ROLLOUT_STATS = {
     "retrieval_latency_s": "retrieval_latency_s",
     "masked_token_share": "masked_token_share",
 }
-REWARD_STATS = ("em", "f1")
+REWARD_STATS = ("em", "f1", "answer_read")
 PREFIX = "search_r1/"
 
 

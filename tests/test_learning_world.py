@@ -149,6 +149,7 @@ def test_arms_run_apart_make_one_table(tmp_path):
         rows = []
         for step, em in ((0, start), (40, end)):
             data = {f"val-aux/{d}/em/mean@1": em if d == "learn_nq" else 0.0 for d in ("learn_nq", "learn_hotpotqa", "learn_nq_seen")}
+            data["val-aux/learn_nq/answer_read/mean@1"] = 2 * em  # answers read: a column of its own
             rows.append({"step": step, "data": {**data, **({"critic/score/mean": end} if step else {})}})
         (run_dir / "main_ppo_metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
         (folder / "learning.json").write_text(json.dumps([{"arm": arm, "seed": seed, "seconds": 60.0, "returncode": 0}]))
@@ -158,6 +159,7 @@ def test_arms_run_apart_make_one_table(tmp_path):
     assert main(["--from-runs", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "all")]) == 0
     table = (tmp_path / "all" / "learning.md").read_text()
     assert "| Search-R1 (GRPO) | 0.020 → 0.460 |" in table and "| R1 (GRPO, no search) | 0.040 → 0.100 |" in table
+    assert "| 0.04 → 0.92 |" in table  # GRPO's answers read, start → end
     assert (tmp_path / "all" / "learning_curves.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="no learning.json"):
         main(["--from-runs", str(tmp_path), "--out", str(tmp_path / "x")])

@@ -65,6 +65,25 @@ def test_format_variant_table():
     assert compute_score("nq", hit, gt, **{**kw, "retrieval_score": 0.1})["score"] == pytest.approx(0.3)
 
 
+@pytest.mark.parametrize(
+    "answer, read",
+    [
+        ("Ravenor", 1.0),  # a name of the passage, right or wrong
+        ("the ravenor", 1.0),  # normalised as EM normalises
+        ("Raven", 0.0),  # part of a word is not a word read
+        ("Tilsaro", 0.0),  # only in the question and the model's own text, never in a passage
+        ("", 0.0),
+    ],
+)
+def test_answer_read_counts_answers_taken_from_the_passages(answer, read):
+    response = (
+        "<think>Tilsaro?</think><search>Tilsaro</search><information>Doc 1(Title: Kalomi) Kalomi was born in Ravenor."
+        f"</information><think>so</think><answer>{answer}</answer>"
+    )
+    assert compute_score("nq", response, {"target": ["x"]})["answer_read"] == read
+    assert compute_score("nq", "<think>a</think><answer>Ravenor</answer>", {"target": ["x"]})["answer_read"] == 0.0  # nothing read
+
+
 def test_bad_ground_truth_is_a_clear_error():
     with pytest.raises(ValueError, match="target"):
         compute_score("nq", "<answer>x</answer>", {"answers": ["x"]})

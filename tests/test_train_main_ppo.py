@@ -28,6 +28,7 @@ SEARCH_KEYS = [
     "search_r1/masked_token_share",
     "search_r1/em",
     "search_r1/f1",
+    "search_r1/answer_read",
 ]
 # the format reward gives well-formed and malformed answers different scores, so groups are not all equal
 FORMAT_REWARD = "+reward.custom_reward_function.reward_kwargs.format_reward=true"

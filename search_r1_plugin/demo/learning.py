@@ -162,7 +162,8 @@ def run_arm(arm: Arm, seed: int, model: Path, data: dict, retriever: str, run_di
             em = statistics.mean(val[f"{d}/em"] for d in DATASETS) if all(f"{d}/em" in val for d in DATASETS) else None
             log(
                 f"{label}: step {step}/{steps}  reward {m.get('critic/score/mean', float('nan')):.3f}  "
-                f"EM {m.get('search_r1/em', float('nan')):.3f}  searches {m.get('search_r1/searches_per_trajectory', float('nan')):.2f}"
+                f"EM {m.get('search_r1/em', float('nan')):.3f}  searches {m.get('search_r1/searches_per_trajectory', float('nan')):.2f}  "
+                f"answers read {m.get('search_r1/answer_read', float('nan')):.2f}"
                 + (f"  | validation EM {em:.3f}" if em is not None else "")
             )
         elif "Initial validation metrics" in line:
@@ -334,6 +335,9 @@ def summary_rows(results: list[ArmResult], arms: list[Arm]) -> list[dict]:
         row["end/seen"] = _median([v.get(f"{SEEN}/em", float("nan")) for v in last])
         row["searches"] = _median([statistics.mean(v.get(f"{d}/num_searches", 0.0) for d in DATASETS) for v in last])
         row["valid"] = _median([_valid_rate(v) for v in last])
+        # how often the greedy answer to a held-out one-hop question is a name of the passages read
+        row["start/read"] = _median([v.get(f"{DATASETS[0]}/answer_read", float("nan")) for v in first])
+        row["end/read"] = _median([v.get(f"{DATASETS[0]}/answer_read", float("nan")) for v in last])
         row["per_seed"] = [(r.seed, r.em(min(r.val)), r.em(max(r.val))) for r in runs]
         rows.append(row)
     return rows
@@ -349,6 +353,7 @@ def plot_learning_curves(results: list[ArmResult], path: Path) -> None:
         ("validation EM (held-out people)", None),
         ("training reward", "critic/score/mean"),
         ("searches per trajectory (training)", "search_r1/searches_per_trajectory"),
+        ("answers read from a passage (training)", "search_r1/answer_read"),
         ("response length (tokens, training)", "response_length/mean"),
     ]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
@@ -379,20 +384,22 @@ def write_report(results: list[ArmResult], arms: list[Arm], seeds: list[int], ou
         f"Validation exact match on held-out people, median of {len(seeds)} seed(s) ({','.join(map(str, seeds))}); "
         f"step 0 is the warm start, the end is step {steps}; each dataset start → end.",
         "",
-        "| arm | " + " | ".join(DATASETS) + " | avg | start avg | change | searches / question | valid actions | wall (s) | "
+        "| arm | " + " | ".join(DATASETS) + " | avg | start avg | change | searches / question | valid actions | "
+        f"answers read ({DATASETS[0]}) | wall (s) | "
         f"{SEEN} (people trained on) |",
-        "|---|" + "---|" * (len(DATASETS) + 7),
+        "|---|" + "---|" * (len(DATASETS) + 8),
     ]
     for row in rows:
         if not row["runs"]:
-            lines.append(f"| {row['arm'].title} | " + " | ".join(["failed"] * (len(DATASETS) + 7)) + " |")
+            lines.append(f"| {row['arm'].title} | " + " | ".join(["failed"] * (len(DATASETS) + 8)) + " |")
             continue
         cells = [f"{row[f'start/{d}']:.3f} → {row[f'end/{d}']:.3f}" for d in DATASETS]
         lines.append(
             f"| {row['arm'].title} | "
             + " | ".join(cells)
             + f" | **{row['end/avg']:.3f}** | {row['start/avg']:.3f} | {row['end/avg'] - row['start/avg']:+.3f} | "
-            f"{row['searches']:.2f} | {row['valid']:.2f} | {row['seconds']:.0f} | {row['start/seen']:.3f} → {row['end/seen']:.3f} |"
+            f"{row['searches']:.2f} | {row['valid']:.2f} | {row['start/read']:.2f} → {row['end/read']:.2f} | {row['seconds']:.0f} | "
+            f"{row['start/seen']:.3f} → {row['end/seen']:.3f} |"
         )
     lines += ["", "Per seed (start → end, average EM):", ""]
     for row in rows:
