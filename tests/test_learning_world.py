@@ -156,10 +156,16 @@ def test_arms_run_apart_make_one_table(tmp_path):
 
     fake_run(tmp_path / "a", "grpo", 0, 0.02, 0.46)
     fake_run(tmp_path / "b", "r1", 0, 0.04, 0.10)
+    # the reading-or-remembering split, from the folder's exposure.json and the run's last validation dump
+    (tmp_path / "a" / "exposure.json").write_text(json.dumps({"held_out": ["Kalomi", "Tilsaro"], "shown": ["Kalomi"]}))
+    rows = [{"input": f"Question: What is the birth city of {p}?\n", "score": em} for p, em in (("Kalomi", 1.0), ("Tilsaro", 0.0))]
+    (tmp_path / "a" / "seed0" / "grpo" / "validation").mkdir()
+    (tmp_path / "a" / "seed0" / "grpo" / "validation" / "40.jsonl").write_text("\n".join(map(json.dumps, rows)))
     assert main(["--from-runs", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "all")]) == 0
     table = (tmp_path / "all" / "learning.md").read_text()
     assert "| Search-R1 (GRPO) | 0.020 → 0.460 |" in table and "| R1 (GRPO, no search) | 0.040 → 0.100 |" in table
     assert "| 0.04 → 0.92 |" in table  # GRPO's answers read, start → end
+    assert "(shown: 1 people; never shown: 1)" in table and "- Search-R1 (GRPO): seed 0: shown 1.000, never shown 0.000" in table
     assert (tmp_path / "all" / "learning_curves.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="no learning.json"):
         main(["--from-runs", str(tmp_path), "--out", str(tmp_path / "x")])
@@ -184,3 +190,40 @@ def test_arms_run_side_by_side_longest_first(tmp_path):
     assert run_concurrently(runs, 2, fake) == [(a.name, s) for a, s in runs]
     assert started[:2] == ["ppo", "ppo"] and started[-2:] == ["rag", "rag"]
     assert run_concurrently(runs[:1], 1, lambda arm, seed: arm.name) == ["r1"]
+
+
+def test_exposure_splits_held_out_people_by_what_training_searches_return(tmp_path):
+    """The reading-or-remembering split of the learning report: which held-out people's birth records the
+    real server returns for training questions, and one run's held-out one-hop EM on either side of it."""
+    from search_r1_plugin.demo.exposure import birth_records, split_em, write_exposure
+    from search_r1_plugin.retrieval_client import RetrievalClient
+    from search_r1_plugin.sandbox.learning_world import write_learning_world
+    from search_r1_plugin.sandbox.stack import world_retriever
+
+    world = write_learning_world(tmp_path / "world")
+    train = [json.loads(line)["question"] for line in open(world["learn_nq/train"])]
+    with world_retriever(world["corpus"], tmp_path / "server") as served:  # the demo's dense index
+        exposure = write_exposure(world, ["learn_nq"], served.url, tmp_path / "exposure.json")
+
+        async def first_results():
+            client = RetrievalClient(served.url)
+            try:
+                return await client.search_batch(train, 3)
+            finally:
+                await client.close()
+
+        returned = set().union(*(birth_records(r["document"]["contents"]) for rs in asyncio.run(first_results()) for r in rs))
+    held_out, shown = exposure["held_out"], set(exposure["shown"])
+    assert json.loads((tmp_path / "exposure.json").read_text()) == exposure
+    assert len(held_out) == 48 and not set(held_out) & {q.rstrip("?").split()[-1] for q in train}
+    assert shown == returned & set(held_out) and 0 < len(shown) < len(held_out)
+
+    # a validation dump as verl writes it: the prompt, the reward's extra info (em)
+    never = [p for p in held_out if p not in shown]
+    rows = [(p, "birth city", 1.0) for p in sorted(shown)[:2]] + [(sorted(shown)[2], "birth city", 0.0)]
+    rows += [(never[0], "birth city", 1.0), (never[1], "birth country", 1.0)]  # a two-hop question is not counted
+    dump = tmp_path / "40.jsonl"
+    lines = [json.dumps({"input": f"… Question: What is the {k} of {p}?\n", "score": em, "em": em}) for p, k, em in rows]
+    dump.write_text("\n".join(lines) + "\n")
+    split = split_em(dump, held_out, shown)
+    assert split["shown"] == (pytest.approx(2 / 3), 3) and split["never"] == (1.0, 1)

@@ -9,8 +9,9 @@ Steps: the learning world (:mod:`search_r1_plugin.sandbox.learning_world`: ficti
 and countries, one-hop and two-hop questions, test questions about people no training question
 names) → FAISS Flat index (offline MiniLM) → our retrieval server as a process → a tiny Qwen2 whose
 tokenizer keeps each name one token → a warm start on demonstrations that answer with a **random**
-name from the real retrieved passages (:mod:`search_r1_plugin.sandbox.format_demos`: the format,
-at chance accuracy) → every arm with ``python -m verl.trainer.main_ppo`` and our presets
+name from the retrieved passages, recombined so that they tell no fact of the world
+(:mod:`search_r1_plugin.sandbox.format_demos`: the format and copying, at chance accuracy) → every
+arm with ``python -m verl.trainer.main_ppo`` and our presets
 (``search_r1_variant=[cpu,learn]``), validation EM on the held-out questions every ``--val-every``
 steps, the warm start's EM as step 0:
 
@@ -41,6 +42,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from search_r1_plugin.demo.exposure import split_em, write_exposure
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,7 @@ SECOND_SEARCH = 0.3
 DEMO_PASSAGES = ("recombined", "trained-on-real")
 DRILL_STEPS = 800  # first phase: short copy drills (format_demos.copy_drills)
 DRILL_ROUNDS = 10  # every passage shown this many times in the drills
+EXPOSURE = "exposure.json"  # held-out people, and those whose birth record training searches return
 NAME_WEIGHT = 5.0  # loss weight of name tokens in the warm start (a few tokens among many)
 
 
@@ -406,6 +410,7 @@ def write_report(results: list[ArmResult], arms: list[Arm], seeds: list[int], ou
         if row["runs"]:
             per_seed = ", ".join(f"seed {s}: {a:.3f} → {b:.3f}" for s, a, b in row["per_seed"])
             lines.append(f"- {row['arm'].title}: {per_seed}")
+    lines += exposure_lines(results, arms, [out, *(getattr(args, "from_runs", None) or [])])
     combined = getattr(args, "from_runs", None)
     where = ", ".join(f"`{d}`" for d in combined) if combined else "this folder"
     lines += [
@@ -434,6 +439,32 @@ def write_report(results: list[ArmResult], arms: list[Arm], seeds: list[int], ou
             indent=1,
         )
     )
+
+
+def exposure_lines(results: list[ArmResult], arms: list[Arm], folders: list[Path]) -> list[str]:
+    """Held-out one-hop EM at each run's last validation, split by whether a training search returns the
+    person's birth record (:mod:`search_r1_plugin.demo.exposure`): a policy that reads answers both halves."""
+    found = [f / EXPOSURE for f in folders if (f / EXPOSURE).exists()]
+    if not found:
+        return []
+    exposure = json.loads(found[0].read_text())
+    held_out, shown = exposure["held_out"], set(exposure["shown"])
+    lines = [
+        "",
+        f"Held-out one-hop EM at the end, by whether a training question's search returns the person's birth record "
+        f"(shown: {len(shown)} people; never shown: {len(held_out) - len(shown)}), per seed:",
+        "",
+    ]
+    for arm in arms:
+        cells = []
+        for r in (r for r in results if r.arm == arm.name and r.val):
+            dump = r.run_dir / "validation" / f"{max(r.val)}.jsonl"
+            if dump.exists():
+                split = split_em(dump, held_out, shown)
+                cells.append(f"seed {r.seed}: shown {split['shown'][0]:.3f}, never shown {split['never'][0]:.3f}")
+        if cells:
+            lines.append(f"- {arm.title}: " + "; ".join(cells))
+    return lines
 
 
 def argv_for_report(args) -> list[str]:
@@ -507,7 +538,10 @@ def main(argv: list[str] | None = None) -> int:
     with world_retriever(world["corpus"], out) as served:
         retriever = served.url
         log(f"retrieval server {served.base_url}; verl parquet files (search_r1, r1, rag prompts)")
-        data = prepare_data(world, out / "data", retriever, tuple(d for d in args.train_datasets.split(",") if d))
+        train_datasets = tuple(d for d in args.train_datasets.split(",") if d)
+        data = prepare_data(world, out / "data", retriever, train_datasets)
+        exposure = write_exposure(world, train_datasets, retriever, out / EXPOSURE)
+        log(f"{len(exposure['shown'])} of {len(exposure['held_out'])} held-out people's birth records are in training searches' results")
         models = {}
         for seed in seeds:
             if args.model:
