@@ -9,6 +9,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# Tests compare scores across indexes and servers built apart, so the encoder's precision is pinned: the
+# default ("auto") is bf16 on CPUs with AMX, where a passage's vector depends (~5e-4) on which passages share
+# its batch, and fp32 elsewhere — the same test would pass or fail by the machine CI lands on.
+ENCODER_DTYPE = "fp32"
+
 
 @pytest.fixture(scope="session")
 def minilm_path() -> str:
@@ -29,7 +34,9 @@ def dense_index(sample_world, minilm_path, tmp_path_factory):
     from retrieval_server.build.builder import build_dense_index
 
     out = tmp_path_factory.mktemp("dense")
-    summary = build_dense_index(sample_world["corpus"], minilm_path, out, index_type="Flat", shard_size=50, save_embedding=True)
+    summary = build_dense_index(
+        sample_world["corpus"], minilm_path, out, index_type="Flat", shard_size=50, save_embedding=True, dtype=ENCODER_DTYPE
+    )
     return summary
 
 
@@ -46,7 +53,14 @@ def approximate_shards(sample_world, minilm_path, dense_index, tmp_path_factory)
     paths = {}
     for factory in ("HNSW32", "IVF4,PQ16x4"):
         summary = build_dense_index(
-            sample_world["corpus"], minilm_path, out, index_type=factory, shard_size=50, index_shards=3, save_embedding=True
+            sample_world["corpus"],
+            minilm_path,
+            out,
+            index_type=factory,
+            shard_size=50,
+            index_shards=3,
+            save_embedding=True,
+            dtype=ENCODER_DTYPE,
         )
         assert summary.shards_reused == summary.passages // 50 + (summary.passages % 50 > 0)  # nothing re-encoded
         paths[factory] = str(summary.index_path)
@@ -64,7 +78,8 @@ def bm25_index(sample_world, tmp_path_factory):
 @pytest.fixture(scope="session")
 def dense_args(sample_world, dense_index, minilm_path):
     """``serve`` flags for the sample world's FAISS Flat index with the offline MiniLM encoder."""
-    return ["--index", str(dense_index.index_path), "--corpus", str(sample_world["corpus"]), "--encoder", minilm_path]
+    args = ["--index", str(dense_index.index_path), "--corpus", str(sample_world["corpus"]), "--encoder", minilm_path]
+    return args + ["--dtype", ENCODER_DTYPE]
 
 
 @pytest.fixture(scope="session")

@@ -204,9 +204,8 @@ def test_one_deployment_per_shard_answers_like_the_unsharded_index(
     from search_r1_plugin.sandbox.server_process import retrieval_server
 
     if kind == "Flat":
-        index = [
-            str(build_dense_index(sample_world["corpus"], minilm_path, tmp_path / "idx", index_type="Flat", index_shards=3).index_path)
-        ]
+        built = build_dense_index(sample_world["corpus"], minilm_path, tmp_path / "idx", index_type="Flat", index_shards=3, dtype="fp32")
+        index = [str(built.index_path)]
     else:
         index = [
             approximate_shards["IVF4,PQ16x4"],
@@ -228,6 +227,8 @@ def test_one_deployment_per_shard_answers_like_the_unsharded_index(
         str(sample_world["corpus"]),
         "--encoder",
         minilm_path,
+        "--dtype",
+        "fp32",  # as the fixtures' (conftest.ENCODER_DTYPE)
         "--index",
         *index,
     ]

@@ -41,7 +41,7 @@ def test_the_served_order_is_the_cross_encoders(cross_encoder, dense_args, tmp_p
     from retrieval_server.search.backend import build_backend
     from search_r1_plugin.sandbox.server_process import retrieval_server
 
-    plain = build_backend(ServeConfig(index=dense_args[1], corpus=dense_args[3], encoder=dense_args[5]))
+    plain = build_backend(ServeConfig(index=dense_args[1], corpus=dense_args[3], encoder=dense_args[5], dtype=dense_args[7]))
     want = expected(cross_encoder, plain.search, plain.document, QUERIES, k=3, depth=10)
     with retrieval_server([*dense_args, "--rerank-model", cross_encoder, "--rerank-depth", "10"], tmp_path / "server.log") as url:
         body = json.dumps({"queries": QUERIES, "topk": 3, "return_scores": True}).encode()
@@ -66,7 +66,8 @@ def test_every_first_stage_can_be_re_ranked(stage, cross_encoder, bm25_args, den
     if stage == "bm25":
         cfg = ServeConfig(retriever="bm25", index=bm25_args[3], corpus=bm25_args[5])
     else:
-        cfg = ServeConfig(index=approximate_shards["IVF4,PQ16x4"], corpus=dense_args[3], encoder=dense_args[5], nprobe=4)
+        encoder = {"corpus": dense_args[3], "encoder": dense_args[5], "dtype": dense_args[7]}
+        cfg = ServeConfig(index=approximate_shards["IVF4,PQ16x4"], nprobe=4, **encoder)
     plain = build_backend(cfg)
     reranked = build_backend(cfg.model_copy(update={"rerank_model": cross_encoder, "rerank_depth": 8}))
     want = expected(cross_encoder, plain.search, plain.document, QUERIES, k=4, depth=8)

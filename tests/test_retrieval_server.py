@@ -42,7 +42,7 @@ def test_flat_results_equal_brute_force(dense_server, dense_index, sample_world,
 
     emb = np.memmap(dense_index.index_path.parent / f"emb_{method_name(minilm_path)}.memmap", dtype=np.float32, mode="r").reshape(-1, 384)
     queries = ["In which country was a poet born?", "founded in 1200", "chemist", "Lobelguia capital"]
-    q = Encoder(minilm_path).encode(queries, is_query=True, batch_size=64)
+    q = Encoder(minilm_path, dtype="fp32").encode(queries, is_query=True, batch_size=64)
     expected = np.argsort(-(q @ emb.T), axis=1)[:, :5]
     result = post(dense_server, {"queries": queries, "topk": 5, "return_scores": True}).json()["result"]
     corpus = [json.loads(line) for line in open(sample_world["corpus"])]
@@ -293,7 +293,7 @@ def test_server_rerank_from_disk_memmap(sample_world, dense_index, dense_args, m
     memmap = dense_index.index_path.parent / f"emb_{method_name(minilm_path)}.memmap"
     emb = np.memmap(memmap, dtype=np.float32, mode="r").reshape(-1, 384)
     queries = ["a chemist born in 1800", "capital city"]
-    q = Encoder(minilm_path).encode(queries, is_query=True, batch_size=64)
+    q = Encoder(minilm_path, dtype="fp32").encode(queries, is_query=True, batch_size=64)
     expected = np.argsort(-(q @ emb.T), axis=1)[:, :3]
     corpus = [json.loads(line)["id"] for line in open(sample_world["corpus"])]
     args = [
@@ -597,13 +597,13 @@ def test_sharded_index_served_equals_the_unsharded_one(sample_world, minilm_path
     from retrieval_server.build.builder import build_dense_index
     from search_r1_plugin.sandbox.server_process import retrieval_server
 
-    whole = build_dense_index(sample_world["corpus"], minilm_path, tmp_path / "whole", index_type="Flat")
-    sharded = build_dense_index(sample_world["corpus"], minilm_path, tmp_path / "sharded", index_type="Flat", index_shards=3)
+    whole = build_dense_index(sample_world["corpus"], minilm_path, tmp_path / "whole", index_type="Flat", dtype="fp32")
+    sharded = build_dense_index(sample_world["corpus"], minilm_path, tmp_path / "sharded", index_type="Flat", index_shards=3, dtype="fp32")
     assert sharded.index_shards == 3 and str(sharded.index_path).count(",") == 2
     questions = [json.loads(line)["question"] for line in open(sample_world["sample_nq/test"])][:40]
     answers = []
     for index in (whole, sharded):
-        args = ["--index", str(index.index_path), "--corpus", str(sample_world["corpus"]), "--encoder", minilm_path]
+        args = ["--index", str(index.index_path), "--corpus", str(sample_world["corpus"]), "--encoder", minilm_path, "--dtype", "fp32"]
         with retrieval_server(args, tmp_path / "server.log") as url:
             answers.append(post(url, {"queries": questions, "topk": 5, "return_scores": True}).json()["result"])
     for a, b in zip(*answers):
@@ -622,7 +622,7 @@ def shard_queries(sample_world, minilm_path, n=60):
     from retrieval_server.search.encoder import Encoder
 
     questions = [json.loads(line)["question"] for line in open(sample_world["sample_nq/test"])][:n]
-    return Encoder(minilm_path).encode(questions, is_query=True, batch_size=64)
+    return Encoder(minilm_path, dtype="fp32").encode(questions, is_query=True, batch_size=64)
 
 
 def recall(got_ids, want_ids) -> float:
@@ -699,7 +699,7 @@ def test_sharded_ivfpq_with_rerank_served_equals_flat(approximate_shards, dense_
     body = {"queries": questions, "topk": 5, "return_scores": True}
     want = post(dense_server, body).json()["result"]
     args = ["--index", approximate_shards["IVF4,PQ16x4"], "--corpus", str(sample_world["corpus"]), "--encoder", minilm_path]
-    args += ["--nprobe", "4", "--rerank-embeddings", approximate_shards["vectors"], "--rerank-k", "4000"]
+    args += ["--dtype", "fp32", "--nprobe", "4", "--rerank-embeddings", approximate_shards["vectors"], "--rerank-k", "4000"]
     with retrieval_server(args, tmp_path / "server.log") as url:
         got = post(url, body).json()["result"]
     for a, b in zip(got, want):
