@@ -10,8 +10,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Tests compare scores across indexes and servers built apart, so the encoder's precision is pinned: the
-# default ("auto") is bf16 on CPUs with AMX, where a passage's vector depends (~5e-4) on which passages share
-# its batch, and fp32 elsewhere — the same test would pass or fail by the machine CI lands on.
+# default ("auto") is bf16 on CPUs with AMX and fp32 elsewhere, and in bf16 a passage's vector depends on which
+# passages share its batch (two Ray Serve shard tests, whose index and the fixture's were encoded in different
+# batches, differed by up to 5e-4 in a score on an AMX machine, against a tolerance of 1e-4).
 ENCODER_DTYPE = "fp32"
 
 
