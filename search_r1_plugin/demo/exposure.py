@@ -44,9 +44,13 @@ def birth_records(text: str) -> set[str]:
     return set(re.findall(r"(\w+) was born in \w+\.", text))
 
 
-def shown_people(questions: Iterable[str], held_out: Iterable[str], retriever_url: str, topk: int = 3) -> set[str]:
-    """Held-out people whose birth record the search for one of ``questions`` returns."""
+def shown_people(questions: Iterable[str], held_out: Iterable[str], retriever_url: str, topk: int | None = None) -> set[str]:
+    """Held-out people whose birth record the search for one of ``questions`` returns (``topk``: the
+    presets' ``search_r1.topk`` unless given)."""
     from search_r1_plugin.retrieval_client import RetrievalClient
+    from search_r1_plugin.settings import SearchR1Config
+
+    topk = topk or SearchR1Config().topk
 
     async def search_all() -> list[list[dict]]:
         client = RetrievalClient(retriever_url)
