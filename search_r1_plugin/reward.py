@@ -128,7 +128,7 @@ def answer_read(answer: str | None, response: str) -> bool:
     """The model's own answer appears, as whole words, in one of the ``<information>`` blocks it was shown.
 
     Whether a policy answers from what it read (the skill Search-R1 trains) or from memory and guessing,
-    right or wrong: the share of such answers rises as a model learns to read, before EM does.
+    right or wrong (docs/learning.md reads it beside EM).
     """
     words = normalize_answer(answer) if answer is not None else ""
     return bool(words) and any(f" {words} " in f" {normalize_answer(block)} " for block in _INFO_BLOCK.findall(response))
