@@ -27,13 +27,11 @@ QUESTION = re.compile(r"Question: (.*?\?)")
 def write_exposure(world: dict, train_datasets: Iterable[str], retriever_url: str, path: Path) -> dict[str, list[str]]:
     """``{"held_out": [...], "shown": [...]}`` of the learning world, written to ``path`` (JSON)."""
     from search_r1_plugin.sandbox.format_demos import subject_of
-
-    def questions(name: str) -> list[str]:
-        return [json.loads(line)["question"] for line in open(world[name])]
+    from search_r1_plugin.sandbox.learning_world import questions
 
     names = set(world["entities"].read_text().split())
-    held_out = sorted({subject_of(q, names) for q in questions("learn_nq/test")})
-    train = [q for d in train_datasets for q in questions(f"{d}/train")]
+    held_out = sorted({subject_of(q, names) for q in questions(world, "learn_nq", "test")})
+    train = [q for d in train_datasets for q in questions(world, d, "train")]
     exposure = {"held_out": held_out, "shown": sorted(shown_people(train, held_out, retriever_url))}
     path.write_text(json.dumps(exposure, indent=1))
     return exposure

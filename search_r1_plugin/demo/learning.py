@@ -241,10 +241,6 @@ def results_from_runs(dirs: list[Path]) -> list[ArmResult]:
     return results
 
 
-def _question_rows(world: dict, dataset: str, split: str) -> list[dict]:
-    return [json.loads(line) for line in open(world[f"{dataset}/{split}"])]
-
-
 def prepare_data(world: dict, out: Path, retriever_url: str, train_datasets: tuple[str, ...] = TRAIN_DATASETS) -> dict[str, dict[str, str]]:
     """verl parquet files for every prompt template the arms use: ``{template: {train, test}}``; training
     questions from ``train_datasets``, test questions from every dataset."""
@@ -269,10 +265,11 @@ def warm_started_model(
     from search_r1_plugin.protocol import PROMPT_TEMPLATE
     from search_r1_plugin.retrieval_client import RetrievalClient
     from search_r1_plugin.sandbox.format_demos import copy_drills, format_demonstrations, subject_of
+    from search_r1_plugin.sandbox.learning_world import questions as world_questions
     from search_r1_plugin.sandbox.tiny_model import build_tiny_qwen2, warm_start
 
     names = world["entities"].read_text().split()
-    questions = [r["question"] for d in DATASETS for r in _question_rows(world, d, "train")]
+    questions = [q for d in DATASETS for q in world_questions(world, d, "train")]
     passages = [json.loads(line) for line in open(world["corpus"])]
 
     async def demos():

@@ -19,6 +19,7 @@ that cannot read (R1) gains at most a few points by guessing the commonest answe
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,3 +120,8 @@ def write_learning_world(out: str | Path, **kwargs) -> dict[str, Path]:
     paths["learn_nq_seen/test"] = out / "learn_nq_seen" / "test.jsonl"
     write_jsonl(paths["learn_nq_seen/test"], world.questions["learn_nq"]["train"][:SEEN_MAX])
     return paths
+
+
+def questions(world: dict[str, Path], dataset: str, split: str) -> list[str]:
+    """The question texts of one ``{dataset}/{split}`` file of a world :func:`write_learning_world` wrote."""
+    return [json.loads(line)["question"] for line in open(world[f"{dataset}/{split}"])]
