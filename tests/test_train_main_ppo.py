@@ -84,8 +84,9 @@ def finite(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def check_token_dump(path: Path, tokenizer) -> int:
-    """Masks token by token and the reward's position, on every trajectory the trainer sampled."""
+def check_token_dump(path: Path, tokenizer) -> tuple[int, int]:
+    """Masks token by token and the reward's position, on every trajectory the trainer sampled: (trajectories,
+    searches injected)."""
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert rows
     searched = 0
@@ -106,8 +107,7 @@ def check_token_dump(path: Path, tokenizer) -> int:
             is_info = text.startswith("\n\n<information>") and text.endswith("</information>\n\n")
             assert is_info or text == INVALID_ACTION_MESSAGE, repr(text[:200])
             searched += is_info
-    assert searched > 0  # the warm-started model searched, and retrieval was injected and masked
-    return len(rows)
+    return len(rows), searched
 
 
 def test_grpo_trains_validates_checkpoints_and_resumes(protocol_model, train_data, bm25_server, tmp_path):
@@ -149,13 +149,20 @@ def test_grpo_trains_validates_checkpoints_and_resumes(protocol_model, train_dat
     assert "val-core/sample_nq/reward/mean@1" in first.step(2)
 
     tokenizer = AutoTokenizer.from_pretrained(protocol_model)
+    searched = 0
     for step in (1, 2, 3):
         tokens = dump / "search_r1_tokens" / f"{step}.jsonl"
-        assert check_token_dump(tokens, tokenizer) == 8  # 4 prompts x rollout.n=2
+        trajectories, step_searches = check_token_dump(tokens, tokenizer)
+        assert trajectories == 8  # 4 prompts x rollout.n=2
+        searched += step_searches
         # verl's own rollout dump of the same step: same trajectories, same scores
         ours = {r["key"]: sum(r["rm_scores"]) for r in map(json.loads, tokens.read_text().splitlines())}
         verl_dump = [json.loads(line) for line in (dump / f"{step}.jsonl").read_text().splitlines()]
         assert {r["uid"]: r["score"] for r in verl_dump} == pytest.approx(ours)
+    # The warm-started model searched, and retrieval was injected and masked. Counted over the run: the tiny
+    # protocol model makes a valid action in only 17-39 % of its turns, and one step's 8 samples once held no
+    # valid search (CI, step 3: valid actions 0.04).
+    assert searched > 0
     for m in steps:  # the health guard's rollout signals are in every step; a healthy run raises no alarm
         assert 0.0 <= m["search_r1/health/zero_variance_groups"] <= 1.0 and m["search_r1/health/alarms"] == 0
 
