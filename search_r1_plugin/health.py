@@ -10,7 +10,8 @@ these rules (``search_r1.health``, :class:`HealthConfig`):
 rule              fires when                                                                  default
 ================  ==========================================================================  ==================
 ``nan``           any loss, norm, entropy, KL or reward is NaN or infinite                   always on
-``grad_spike``    ``actor/grad_norm`` > ``grad_spike_factor`` × its running median            10 × (window 20)
+``grad_spike``    ``actor/grad_norm`` > ``grad_spike_factor`` × its running median on          10 × (window 20),
+                  ``grad_spike_steps`` steps in a row                                         2 steps
 ``entropy``       ``actor/entropy`` < ``entropy_floor_ratio`` × its median over the first     0.1 × (after 5 steps)
                   ``warmup_steps`` steps
 ``valid_actions`` the valid-action rate falls below ``valid_action_floor`` after having been   0.5
@@ -30,6 +31,11 @@ then restarts from the checkpoint behind the last healthy step with the learning
 sees each step's rollout metrics when the batch is sampled and the actor's metrics
 (grad norm, entropy, KL) of the step before, read from verl's own metrics file: verl 0.9.1 has no
 step-end callback (``docs/upstream.md``).
+
+Why a gradient spike must last two steps: a lone spike is what verl's gradient clipping
+(``actor.grad_clip``) is for, and healthy runs have them — over 623 logged steps of the learning demo, two
+lone spikes of 11× and 15× their running median, each back to about 1× the next step, on runs whose
+validation EM went on rising; a run that is coming apart keeps its norm up.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ class HealthConfig:
     mode: str = "warn"
     warmup_steps: int = 5
     grad_spike_factor: float = 10.0
+    grad_spike_steps: int = 2
     grad_window: int = 20
     entropy_floor_ratio: float = 0.1
     valid_action_floor: float = 0.5
@@ -82,8 +89,8 @@ class HealthConfig:
                 raise ValueError(f"search_r1.health.{name} must be > 0, got {getattr(self, name)!r}")
         if self.max_rollbacks < 0:
             raise ValueError(f"search_r1.health.max_rollbacks must be >= 0, got {self.max_rollbacks!r}")
-        if self.warmup_steps < 1 or self.grad_window < 1:
-            raise ValueError("search_r1.health.warmup_steps and grad_window must be >= 1")
+        if self.warmup_steps < 1 or self.grad_window < 1 or self.grad_spike_steps < 1:
+            raise ValueError("search_r1.health.warmup_steps, grad_window and grad_spike_steps must be >= 1")
 
     @classmethod
     def from_mapping(cls, values: Optional[Mapping[str, Any]]) -> "HealthConfig":
@@ -114,6 +121,7 @@ class HealthGuard:
     valid_was_above: bool = False
     format_was_below: bool = False
     clip_was_below: bool = False
+    grad_spikes: list[float] = field(default_factory=list)  # grad norms of the current run of steps over the limit
     alarms: list[Alarm] = field(default_factory=list)
     last_good_step: Optional[int] = None
 
@@ -133,7 +141,19 @@ class HealthGuard:
         if grad is not None and len(past) >= cfg.warmup_steps and math.isfinite(grad):
             median = statistics.median(past)
             if median > 0 and grad > cfg.grad_spike_factor * median:
-                fired.append(Alarm("grad_spike", step, f"{GRAD_NORM}={grad:.4g} > {cfg.grad_spike_factor:g} × running median {median:.4g}"))
+                self.grad_spikes.append(grad)
+            else:
+                self.grad_spikes.clear()
+            if len(self.grad_spikes) >= cfg.grad_spike_steps:
+                row = ", ".join(f"{g:.4g}" for g in self.grad_spikes)
+                fired.append(
+                    Alarm(
+                        "grad_spike",
+                        step,
+                        f"{GRAD_NORM}={grad:.4g} > {cfg.grad_spike_factor:g} × running median {median:.4g}, "
+                        f"over it {len(self.grad_spikes)} step(s) in a row ({row})",
+                    )
+                )
         entropy = metrics.get(ENTROPY)
         early = self._series(ENTROPY)[: cfg.warmup_steps]
         if entropy is not None and len(early) >= cfg.warmup_steps and math.isfinite(entropy):

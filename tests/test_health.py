@@ -57,11 +57,26 @@ def test_a_batch_of_equal_lengths_is_not_a_runaway():
 def test_each_rule_fires_at_the_step_with_its_numbers(rule, change):
     rows = [steady(s) for s in range(1, 31)]
     rows[19] = {**rows[19], **change}  # step 20
+    if rule == "grad_spike":  # it must last grad_spike_steps (2) steps: 19 and 20
+        rows[18] = {**rows[18], **change}
     fired = run(HealthGuard(), rows)
     assert [(a.rule, a.step) for a in fired] == [(rule, 20)]
     assert "step 20" in str(fired[0]) and rule in str(fired[0])
     key, value = next(iter(change.items()))
     assert key in fired[0].message and (rule == "nan" or f"{value:.4g}" in fired[0].message)
+
+
+def test_a_lone_gradient_spike_is_not_an_alarm():
+    """The learning demo's healthy runs had lone spikes (seed 2: 1.336 against a running median of 0.086 at
+    step 54, back to 0.11 the next step) that gradient clipping absorbs; two steps in a row fire."""
+    rows = [{**steady(s), "actor/grad_norm": 0.086} for s in range(1, 60)]
+    rows[53] = {**rows[53], "actor/grad_norm": 1.336}
+    assert run(HealthGuard(), rows) == []
+    rows[54] = {**rows[54], "actor/grad_norm": 1.2}
+    fired = run(HealthGuard(), rows)
+    assert [(a.rule, a.step) for a in fired] == [("grad_spike", 55)]
+    assert "2 step(s) in a row (1.336, 1.2)" in fired[0].message
+    assert [a.step for a in run(HealthGuard(HealthConfig(grad_spike_steps=1)), rows)] == [54, 55]
 
 
 def test_rules_wait_for_their_warmup():
