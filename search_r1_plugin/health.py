@@ -33,9 +33,9 @@ sees each step's rollout metrics when the batch is sampled and the actor's metri
 step-end callback (``docs/upstream.md``).
 
 Why a gradient spike must last two steps: a lone spike is what verl's gradient clipping
-(``actor.grad_clip``) is for, and healthy runs have them — over 623 logged steps of the learning demo, two
-lone spikes of 11× and 15× their running median, each back to about 1× the next step, on runs whose
-validation EM went on rising; a run that is coming apart keeps its norm up.
+(``actor.grad_clip``) is for, and healthy runs have them — over 598 logged steps of the learning demo and
+CI (26 runs), two lone spikes of 11× and 15× their running median, each back to about 1× the next step, on
+runs whose validation EM went on rising; a run that is coming apart keeps its norm up.
 """
 
 from __future__ import annotations
