@@ -98,7 +98,6 @@ SEEN = "learn_nq_seen"
 # No grouped KV: copying a name moves its embedding through the value projection, and with 2 KV heads of
 # 16 only 32 of the 64 dimensions pass (chosen on that reasoning; not measured against 2 heads).
 MODEL_SIZE = {"hidden_size": 64, "num_layers": 2, "num_key_value_heads": 4}
-HIDDEN_SIZES = (64, 128)  # --hidden-size: the tiny model's width (MODEL_SIZE's otherwise)
 WARM_START_STEPS = 800  # second phase: the format demonstrations (and the drills)
 WARM_START_LR = 3e-3
 # Share of demonstrations that search a second time (for a random name read). At 0.5 the greedy policy
@@ -256,15 +255,7 @@ def prepare_data(world: dict, out: Path, retriever_url: str, train_datasets: tup
 
 
 def warm_started_model(
-    world: dict,
-    out: Path,
-    retriever_url: str,
-    seed: int,
-    steps: int,
-    drill_steps: int,
-    log,
-    demo_passages: str = "recombined",
-    hidden_size: int = MODEL_SIZE["hidden_size"],
+    world: dict, out: Path, retriever_url: str, seed: int, steps: int, drill_steps: int, log, demo_passages: str = "recombined"
 ) -> tuple[Path, dict]:
     """The tiny Qwen2 every arm of ``seed`` starts from: the format demonstrations of the training questions
     and the reading drills (:mod:`search_r1_plugin.sandbox.format_demos`), names weighted up in the loss.
@@ -301,8 +292,7 @@ def warm_started_model(
     people = world["people"].read_text().split()
     drills = copy_drills(questions, passages, names, rounds=DRILL_ROUNDS, seed=seed, practice=practice, people=people)
     corpus = [p["contents"] for p in passages]
-    size = {**MODEL_SIZE, "hidden_size": hidden_size}
-    model = build_tiny_qwen2(out, seed=seed, extra_text=corpus + questions, whole_words=names + practice, **size)
+    model = build_tiny_qwen2(out, seed=seed, extra_text=corpus + questions, whole_words=names + practice, **MODEL_SIZE)
     weights = dict.fromkeys(AutoTokenizer.from_pretrained(model).convert_tokens_to_ids(names + practice), NAME_WEIGHT)
     log(f"warm start 1/2: {len(drills)} copy drills, {drill_steps} steps")
     first = warm_start(model, drills, steps=drill_steps, lr=WARM_START_LR, batch_size=32, seed=seed, progress=True, token_weights=weights)
@@ -502,7 +492,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warm-start-steps", type=int, default=WARM_START_STEPS, help="second phase (format demonstrations)")
     p.add_argument("--demo-passages", choices=DEMO_PASSAGES, default=DEMO_PASSAGES[0], help="what the format demonstrations show")
     p.add_argument("--drill-steps", type=int, default=DRILL_STEPS, help="first phase (copy drills)")
-    p.add_argument("--hidden-size", type=int, choices=HIDDEN_SIZES, default=MODEL_SIZE["hidden_size"], help="the tiny model's width")
     p.add_argument("--model", type=Path, help="a warm-started checkpoint of this world to start every arm from (skips the warm start)")
     p.add_argument(
         "--jobs",
@@ -556,15 +545,7 @@ def main(argv: list[str] | None = None) -> int:
                 models[seed] = args.model.resolve()
             else:
                 models[seed], losses = warm_started_model(
-                    world,
-                    out / f"seed{seed}" / "model",
-                    retriever,
-                    seed,
-                    args.warm_start_steps,
-                    args.drill_steps,
-                    log,
-                    args.demo_passages,
-                    args.hidden_size,
+                    world, out / f"seed{seed}" / "model", retriever, seed, args.warm_start_steps, args.drill_steps, log, args.demo_passages
                 )
                 log(f"seed {seed}: warm-start loss {losses['first_loss']:.2f} -> {losses['last_loss']:.2f}")
         runs = [(arm, seed) for seed in seeds for arm in arms]
