@@ -10,7 +10,7 @@ the reward or the advantage breaks (nothing is learned), and when the policy lea
 to read.
 
 The warm start (``tests/assets/learning_warm_start``, 0.9 MB) is the one ``search-r1 demo --learn --arms ""``
-built for seed 0's world when the copy drills' passages were recombined and the format demonstrations'
+built for seed 0's world of 200 people (``--people 200``) when the copy drills' passages were recombined and the format demonstrations'
 were not yet (docs/learning.md: the comparison's warm start): it teaches the format and copying, at chance
 accuracy (held-out start 0.021), and remembers at most a few held-out people met in those demonstrations'
 second searches. It is committed because building it takes 7-10 minutes on 2 cores, and kept because the
@@ -50,6 +50,8 @@ def learning_check(out: Path, seed: int = 0, extra: tuple[str, ...] = ()) -> dic
         str(VAL_EVERY),
         "--model",
         str(WARM_START),
+        "--people",  # the world the committed warm start was built on: its tokenizer holds those names
+        "200",
         "--out",
         str(out),
         *extra,
